@@ -1,0 +1,1 @@
+"""gscan's command line: a thin Typer shell over the forensics library."""

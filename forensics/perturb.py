@@ -1,0 +1,47 @@
+"""Degradations applied alike to every image before scoring: `jpeg:75`, `blur:1`, `resize:0.5`."""
+
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .errors import GscanError
+
+Perturbation = Callable[[np.ndarray], np.ndarray]
+
+
+def _jpeg(quality: float) -> Perturbation:
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=int(quality))
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return apply
+
+
+def _blur(sigma: float) -> Perturbation:
+    return lambda pixels: np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(sigma)))
+
+
+def _resize(factor: float) -> Perturbation:
+    def apply(pixels: np.ndarray) -> np.ndarray:
+        h, w = pixels.shape[:2]
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC))
+    return apply
+
+
+_KINDS = {"jpeg": _jpeg, "blur": _blur, "resize": _resize}
+
+
+def parse_perturbation(spec: str | None) -> Perturbation | None:
+    """`kind:value` -> a function on uint8 RGB arrays; None or "none" -> None."""
+    if not spec or spec == "none":
+        return None
+    kind, _, value = spec.partition(":")
+    try:
+        return _KINDS[kind](float(value))
+    except (KeyError, ValueError):
+        raise GscanError(f"bad perturbation {spec!r}: use jpeg:QUALITY, blur:SIGMA or resize:FACTOR") from None

@@ -1,0 +1,89 @@
+"""The row schema and streaming CSV / JSON / JSON Lines writers (rows written as the scan goes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import GscanError
+
+COLUMNS = [
+    "path", "status", "error", "sha256", "file_size", "width", "height", "format", "label", "score",
+    "threshold", "tiles", "notes", "model", "model_sha256", "gscan_version", "scanned_at",
+]
+FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def report_format(path: Path) -> str:
+    try:
+        return FORMATS[Path(path).suffix.lower()]
+    except KeyError:
+        raise GscanError(f"report {path} must end in .csv, .json or .jsonl") from None
+
+
+def path_text(path: Path | str) -> str:
+    """A path as text, lossless: undecodable bytes survive as surrogate escapes (JSON writes them as \\udcXX)."""
+    return os.fsdecode(path)
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, str):
+        # CSV is text: undecodable bytes are shown as \xNN escapes rather than lost or crashing the writer.
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, list):
+        return "; ".join(map(str, value))
+    return value
+
+
+class ReportWriter:
+    """Append rows to a report as they come; `close` finalises it (JSON atomically, via rename)."""
+
+    def __init__(self, path: Path, columns: list[str] | None = None):
+        self.path = Path(path)
+        self.format = report_format(self.path)
+        self.columns = columns or COLUMNS
+        self.count = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = self.path.with_name(self.path.name + ".partial") if self.format == "json" else self.path
+        self._target = target
+        self._fh: TextIO = open(target, "w", newline="", encoding="utf-8")
+        if self.format == "csv":
+            self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
+            self._csv.writeheader()
+        elif self.format == "json":
+            self._fh.write("[")
+        self._fh.flush()
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            if self.format == "csv":
+                self._csv.writerow({k: _csv_value(row.get(k)) for k in self.columns})
+            else:
+                record = {k: row.get(k) for k in self.columns}
+                text = json.dumps(record, ensure_ascii=True)
+                if self.format == "json":
+                    self._fh.write(("," if self.count else "") + "\n  " + text)
+                else:
+                    self._fh.write(text + "\n")
+            self.count += 1
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        if self.format == "json":
+            self._fh.write("\n]\n" if self.count else "]\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        if self._target != self.path:
+            os.replace(self._target, self.path)
+
+    def __enter__(self) -> "ReportWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,141 @@
+"""An ONNX Runtime session for an exported detector: providers chosen on purpose, card read from metadata."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .card import CARD_METADATA_KEY, ModelCard
+from .errors import DeviceError, ModelError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "exported_models"
+DEFAULT_MODEL = "gscan-binary-effnetlite0"
+MODELS_DIR_ENV = "GSCAN_MODELS_DIR"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get(MODELS_DIR_ENV, MODELS_DIR))
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees; 0 when there is no driver (onnxruntime-gpu lists CUDA regardless)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def choose_providers(device: str) -> list[str]:
+    """CUDA then CPU for auto on a GPU machine, CPU alone otherwise; never TensorRT by default."""
+    import onnxruntime as ort
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda")
+    cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
+    if device == "cuda" and not cuda_ok:
+        raise DeviceError("--device cuda was asked for, but no CUDA GPU is usable here "
+                          "(needs an NVIDIA driver and onnxruntime-gpu)")
+    if device != "cpu" and cuda_ok:
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # finds the pip-installed CUDA and cuDNN libraries
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_model(name_or_path: str | None) -> Path:
+    """A shipped model's name (from exported_models/), or a path to an .onnx file."""
+    name = name_or_path or DEFAULT_MODEL
+    candidate = Path(name)
+    if candidate.suffix == ".onnx" or candidate.is_file():
+        if not candidate.is_file():
+            raise ModelError(f"model file {candidate} does not exist")
+        return candidate
+    shipped = models_dir() / f"{name}.onnx"
+    if not shipped.is_file():
+        known = ", ".join(sorted(p.stem for p in models_dir().glob("*.onnx"))) or "none"
+        raise ModelError(f"no model named {name!r} in {models_dir()} (shipped: {known})")
+    return shipped
+
+
+@dataclass
+class ModelInfo:
+    path: Path
+    card: ModelCard
+
+
+def list_models() -> list[ModelInfo]:
+    """Shipped models with their cards (from the JSON beside each .onnx)."""
+    out = []
+    for path in sorted(models_dir().glob("*.onnx")):
+        card_path = path.with_suffix(".json")
+        if card_path.is_file():
+            out.append(ModelInfo(path, ModelCard.load(card_path)))
+    return out
+
+
+class Detector:
+    """One ONNX Runtime session; `run` maps normalised tiles to logits and last-stage feature maps."""
+
+    def __init__(self, path: Path, device: str = "auto", intra_threads: int = 0):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.sha256 = sha256_file(self.path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = intra_threads
+        requested = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=requested)
+        except Exception as exc:  # ORT raises its own types for unreadable or invalid files
+            raise ModelError(f"cannot load ONNX model {self.path}: {exc}") from exc
+        self.providers = self.session.get_providers()
+        if "CUDAExecutionProvider" in requested and "CUDAExecutionProvider" not in self.providers:
+            if device == "cuda":
+                raise DeviceError("CUDA was asked for but ONNX Runtime fell back to the CPU")
+        self.card = self._read_card()
+        self._check_card_hash()
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _read_card(self) -> ModelCard:
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if CARD_METADATA_KEY not in meta:
+            raise ModelError(f"{self.path} carries no gscan model card in its metadata; export it with gscan export")
+        return ModelCard.from_json(meta[CARD_METADATA_KEY])
+
+    def _check_card_hash(self) -> None:
+        """The JSON card beside a model names the file's sha256: a mismatch means the file was swapped."""
+        side = self.path.with_suffix(".json")
+        if not side.is_file():
+            return
+        expected = ModelCard.load(side).onnx_sha256
+        if expected and expected != self.sha256:
+            raise ModelError(f"{self.path.name} has sha256 {self.sha256[:16]}..., but its card {side.name} names "
+                             f"{expected[:16]}...: the model file is not the one the card describes")
+        self.card.onnx_sha256 = expected or self.sha256
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.providers and self.providers[0] == "CUDAExecutionProvider" else "cpu"
+
+    def run(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.session.run(None, {"input": tiles})
+        features = outputs[1] if len(outputs) > 1 else None
+        return outputs[0], features

@@ -1,0 +1,51 @@
+"""Native-resolution tiles for an image (never resized) and where each tile lies in it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .card import TilingPolicy
+
+JPEG_BLOCK = 8  # tile origins stay on the 8-pixel grid so JPEG block artefacts keep their phase
+
+
+def tile_origins(height: int, width: int, policy: TilingPolicy) -> list[tuple[int, int]]:
+    """Top-left corners of the crops taken from an image: an evenly spread subset of the
+    non-overlapping grid of crop x crop tiles, centred, at most policy.max_tiles."""
+    crop = policy.crop
+    ny, nx = max(1, height // crop), max(1, width // crop)
+    side = max(1, math.isqrt(policy.max_tiles))
+    gy = min(ny, side)
+    gx = min(nx, max(1, policy.max_tiles // gy))
+    y0 = _grid_offset(height, ny, crop)
+    x0 = _grid_offset(width, nx, crop)
+    rows = np.unique(np.linspace(0, ny - 1, gy).round().astype(int))
+    cols = np.unique(np.linspace(0, nx - 1, gx).round().astype(int))
+    return [(y0 + r * crop, x0 + c * crop) for r in rows for c in cols]
+
+
+def _grid_offset(size: int, n: int, crop: int) -> int:
+    spare = max(0, size - n * crop)
+    return (spare // 2) // JPEG_BLOCK * JPEG_BLOCK
+
+
+def normalise(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 H x W x 3 -> float32 3 x H x W, (x/255 - mean) / std."""
+    x = pixels.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(mean, dtype=np.float32)
+    x /= np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def extract_tiles(pixels: np.ndarray, policy: TilingPolicy, mean, std) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Normalised tiles (N x 3 x crop x crop float32) and their origins; small images are padded."""
+    h, w = pixels.shape[:2]
+    origins = tile_origins(h, w, policy)
+    crop = policy.crop
+    tiles = np.full((len(origins), 3, crop, crop), policy.pad_value, dtype=np.float32)
+    for i, (y, x) in enumerate(origins):
+        patch = pixels[y:y + crop, x:x + crop]
+        tiles[i, :, :patch.shape[0], :patch.shape[1]] = normalise(patch, mean, std)
+    return tiles, origins

@@ -1,0 +1,157 @@
+"""Labelled folders, forensic augmentation (native crops, blur, JPEG alike for every class), splits by image."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from ..card import TilingPolicy
+from ..errors import DataError
+from ..images import decode_file, find_images
+from ..tiling import normalise
+
+REAL = "real"
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+    source: str  # "class/subfolder": the unit that evaluation breaks results down by
+
+
+def discover(root: Path, task: str) -> tuple[list[Sample], list[str]]:
+    """Samples and class names from a folder per class (subfolders below a class are sources).
+
+    binary: `real/` is class 0 and every other top-level folder is `fake`; attribution: one class per folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a directory")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if task == "binary":
+        if not any(p.name == REAL for p in folders) or len(folders) < 2:
+            raise DataError(f"{root} needs a `real/` folder and at least one fake folder beside it")
+        classes = [REAL, "fake"]
+        label_of = {p.name: 0 if p.name == REAL else 1 for p in folders}
+    elif task == "attribution":
+        classes = [p.name for p in folders if p.name != REAL]
+        if len(classes) < 2:
+            raise DataError(f"{root} needs at least two generator folders for attribution")
+        label_of = {name: i for i, name in enumerate(classes)}
+    else:
+        raise DataError(f"unknown task {task!r}: use binary or attribution")
+    samples = []
+    for folder in folders:
+        if folder.name not in label_of:
+            continue
+        for path in find_images(folder):
+            rel = path.relative_to(folder).parts
+            source = f"{folder.name}/{rel[0]}" if len(rel) > 1 else folder.name
+            samples.append(Sample(path, label_of[folder.name], source))
+    if not samples:
+        raise DataError(f"no images found under {root}")
+    return samples, classes
+
+
+def split_by_image(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Train/val split by source image, stratified by class; crops of one image never land on both sides."""
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted({s.label for s in samples}):
+        group = sorted((s for s in samples if s.label == label), key=lambda s: str(s.path))
+        rng.shuffle(group)
+        n_val = max(1, round(len(group) * val_fraction)) if len(group) > 1 else 0
+        val += group[:n_val]
+        train += group[n_val:]
+    return train, val
+
+
+def summarise(samples: list[Sample], classes: list[str]) -> dict:
+    return {
+        "images": len(samples),
+        "per_class": {classes[k]: v for k, v in sorted(Counter(s.label for s in samples).items())},
+        "per_source": dict(sorted(Counter(s.source for s in samples).items())),
+    }
+
+
+@dataclass
+class Augment:
+    """CNNDetection-style degradations, applied with the same odds to every class."""
+
+    blur_prob: float = 0.3
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    jpeg_prob: float = 0.8
+    jpeg_quality: tuple[int, int] = (60, 95)
+    flip: bool = True
+
+    def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
+        if self.flip and rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if rng.random() < self.blur_prob:
+            img = img.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur_sigma)))
+        if rng.random() < self.jpeg_prob:
+            img = jpeg_roundtrip(img, rng.randint(*self.jpeg_quality))
+        return img
+
+
+def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def random_crop(pixels: np.ndarray, crop: int, rng: random.Random) -> np.ndarray:
+    """A crop x crop window at native resolution; smaller images are returned whole (padded later)."""
+    h, w = pixels.shape[:2]
+    y = rng.randint(0, max(0, h - crop))
+    x = rng.randint(0, max(0, w - crop))
+    return pixels[y:y + crop, x:x + crop]
+
+
+class CropDataset(Dataset):
+    """Random native-resolution crops for training; `crops_per_image` draws per image and epoch."""
+
+    def __init__(self, samples: list[Sample], policy: TilingPolicy, mean, std, augment: Augment, seed: int,
+                 crops_per_image: int = 1):
+        self.samples, self.policy, self.mean, self.std = samples, policy, mean, std
+        self.augment, self.seed, self.crops_per_image = augment, seed, crops_per_image
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.crops_per_image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index % len(self.samples)]
+        rng = random.Random(hash((self.seed, self.epoch, index)))
+        decoded = decode_file(sample.path)
+        if not decoded.ok:
+            raise DataError(f"cannot train on {sample.path}: {decoded.error}")
+        patch = random_crop(decoded.pixels, self.policy.crop, rng)
+        patch = np.asarray(self.augment(Image.fromarray(patch), rng))
+        tile = np.full((3, self.policy.crop, self.policy.crop), self.policy.pad_value, dtype=np.float32)
+        tile[:, :patch.shape[0], :patch.shape[1]] = normalise(patch, self.mean, self.std)
+        return torch.from_numpy(tile), sample.label
+
+
+def balanced_sampler(samples: list[Sample], crops_per_image: int, balance: str, seed: int,
+                     num_samples: int | None = None) -> WeightedRandomSampler:
+    """Each class (balance="class") or each class x source (balance="source") drawn equally often."""
+    if balance not in ("class", "source"):
+        raise DataError(f"unknown balance {balance!r}: use class or source")
+    group = (lambda s: (s.label, 0)) if balance == "class" else (lambda s: (s.label, s.source))
+    per_group = Counter(group(s) for s in samples)
+    groups_per_class = Counter(label for label, _ in per_group)
+    weights = [1.0 / (per_group[group(s)] * groups_per_class[s.label]) for s in samples] * crops_per_image
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(weights, num_samples or len(weights), replacement=True, generator=generator)
+

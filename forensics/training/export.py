@@ -1,0 +1,109 @@
+"""Export a training run to ONNX (logits + last feature map), card in the metadata, parity-checked."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ..card import CARD_METADATA_KEY, ModelCard
+from ..errors import ModelError
+from ..images import decode_file, find_images
+from ..runtime import sha256_file
+from ..tiling import extract_tiles
+from .models import load_checkpoint
+
+PARITY_TOLERANCE = 1e-4
+OUTPUT_NAMES = ["logits", "features"]
+
+
+class LogitsAndFeatures(torch.nn.Module):
+    """A timm classifier that also returns its last-stage feature map (for heatmaps from the same pass)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(x)
+        return self.model.forward_head(features), features
+
+
+def _onnx_bytes(wrapped: torch.nn.Module, crop: int) -> bytes:
+    dummy = torch.zeros(2, 3, crop, crop)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, (dummy,), buf, input_names=["input"], output_names=OUTPUT_NAMES,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
+def _parity_inputs(card: ModelCard, images: list[Path], seed: int = 0) -> np.ndarray:
+    """Random tiles plus tiles of real images (from `images`, or the run's validation folder)."""
+    rng = np.random.default_rng(seed)
+    crop = card.tiling.crop
+    batches = [rng.standard_normal((4, 3, crop, crop)).astype(np.float32)]
+    for path in images[:4]:
+        decoded = decode_file(path)
+        if decoded.ok:
+            batches.append(extract_tiles(decoded.pixels, card.tiling, card.mean, card.std)[0][:2])
+    return np.concatenate(batches)
+
+
+def _parity_images(card: ModelCard, extra: list[Path]) -> list[Path]:
+    if extra:
+        return extra
+    val_dir = card.training.get("config", {}).get("val_dir")
+    if val_dir and Path(val_dir).is_dir():
+        found = find_images(Path(val_dir))
+        return [p for _, p in zip(range(200), found)][::50]
+    return []
+
+
+def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray) -> float:
+    """Max abs difference between ONNX Runtime's and PyTorch's logits; raises above tolerance."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(inputs)).numpy()
+    got = session.run(["logits"], {"input": inputs})[0]
+    diff = float(np.abs(got - expected).max())
+    if not diff <= PARITY_TOLERANCE:
+        raise ModelError(f"ONNX Runtime differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE:g}) on logits: "
+                         "export refused")
+    return diff
+
+
+def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None = None) -> ModelCard:
+    """Write OUT.onnx (card in its metadata) and OUT.json (card plus the file's sha256)."""
+    model, card = load_checkpoint(run_dir)
+    out_path = Path(out_path)
+    if out_path.suffix != ".onnx":
+        raise ModelError(f"export target must end in .onnx, not {out_path.name}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    card.name = out_path.stem
+    proto = onnx.load_from_string(_onnx_bytes(LogitsAndFeatures(model).eval(), card.tiling.crop))
+    inputs = _parity_inputs(card, _parity_images(card, list(parity_images or [])))
+    card.onnx_sha256 = ""
+    onnx.helper.set_model_props(proto, {CARD_METADATA_KEY: card.to_json()})
+    tmp = out_path.with_suffix(".onnx.tmp")
+    onnx.save(proto, str(tmp))
+    try:
+        card.metrics.setdefault("export", {})["parity_max_abs_logits"] = check_parity(model, tmp, inputs)
+    except ModelError:
+        tmp.unlink(missing_ok=True)
+        raise
+    # The parity figure belongs in the embedded card too, so write the metadata once more.
+    onnx.helper.set_model_props(proto, {CARD_METADATA_KEY: card.to_json()})
+    onnx.save(proto, str(tmp))
+    tmp.replace(out_path)
+    card.onnx_sha256 = sha256_file(out_path)
+    card.save(out_path.with_suffix(".json"))
+    return card

@@ -1,0 +1,229 @@
+"""Fine-tune a timm backbone on native-resolution crops; early stopping on validation; safetensors + card."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..card import ModelCard, TilingPolicy
+from ..errors import DataError
+from ..perturb import parse_perturbation
+from . import data as D
+from .evaluate import binary_metrics, choose_threshold, evaluate_attribution, evaluate_binary, score_samples
+from .models import create_model, default_crop, default_norm, save_checkpoint
+
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class TrainConfig:
+    data_dir: Path
+    out: Path
+    task: str = "binary"
+    val_dir: Path | None = None
+    val_fraction: float = 0.2  # used only without val_dir: split by image
+    arch: str = "tf_efficientnet_lite0"
+    pretrained: bool = False
+    weights: str | None = None  # a file, or "imagenet-offline"
+    crop: int | None = None  # default: timm's input size for the arch
+    max_tiles: int = 9
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    patience: int = 3
+    seed: int = 0
+    workers: int = 2
+    crops_per_image: int = 1
+    samples_per_epoch: int | None = None
+    balance: str = "class"
+    target_fpr: float = 0.01
+    augment: D.Augment = field(default_factory=D.Augment)
+    name: str = ""
+
+
+@dataclass
+class TrainResult:
+    card: ModelCard
+    history: list[dict]
+    best_epoch: int
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _predict_fn(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(tiles)).float().numpy()
+    return predict
+
+
+def _val_score(task: str, metrics: dict) -> float:
+    return metrics.get("roc_auc", metrics["accuracy"]) if task == "binary" else metrics["accuracy"]
+
+
+def _validate(model, samples, card, config) -> dict:
+    model.eval()
+    probs, sizes = score_samples(samples, _predict_fn(model), card, workers=config.workers)
+    labels = np.array([s.label for s in samples])
+    loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
+    if card.task == "binary":
+        m = binary_metrics(probs[:, card.positive_index], labels, card.threshold)
+    else:
+        m = evaluate_attribution(samples, probs, card)
+    return {"loss": loss, **{k: v for k, v in m.items() if isinstance(v, float)}}
+
+
+def _run_epoch(model, loader, optimizer, scheduler, on_progress, epoch) -> dict:
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    total, correct, loss_sum = 0, 0, 0.0
+    for step, (x, y) in enumerate(loader):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += loss.item() * len(y)
+        on_progress({"event": "step", "epoch": epoch, "step": step + 1, "steps": len(loader),
+                     "loss": loss_sum / total})
+    return {"loss": loss_sum / max(1, total), "accuracy": correct / max(1, total)}
+
+
+def _load_splits(config: TrainConfig):
+    samples, classes = D.discover(config.data_dir, config.task)
+    if config.val_dir:
+        val, val_classes = D.discover(config.val_dir, config.task)
+        if val_classes != classes:
+            raise DataError(f"validation classes {val_classes} differ from training classes {classes}")
+        return samples, val, classes
+    train, val = D.split_by_image(samples, config.val_fraction, config.seed)
+    return train, val, classes
+
+
+def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainResult:
+    """Train, keep the best epoch by validation, calibrate the threshold, and write RUN_DIR."""
+    seed_everything(config.seed)
+    started = time.perf_counter()
+    train_samples, val_samples, classes = _load_splits(config)
+    crop = config.crop or default_crop(config.arch)
+    mean, std = default_norm(config.arch)
+    card = ModelCard(name=config.name or Path(config.out).name, task=config.task, arch=config.arch,
+                     classes=classes, tiling=TilingPolicy(crop=crop, max_tiles=config.max_tiles),
+                     mean=tuple(mean), std=tuple(std), gscan_version=__version__)
+    card.training = _training_summary(config, train_samples, val_samples, classes)
+    model = create_model(config.arch, len(classes), config.pretrained, config.weights)
+    dataset = D.CropDataset(train_samples, card.tiling, mean, std, config.augment, config.seed,
+                            config.crops_per_image)
+    sampler = D.balanced_sampler(train_samples, config.crops_per_image, config.balance, config.seed,
+                                 config.samples_per_epoch)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                        drop_last=len(sampler) > config.batch_size, persistent_workers=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.1,
+                                                    total_steps=max(1, config.epochs * len(loader)))
+    out = Path(config.out)
+    history, best, best_epoch, stale = [], -np.inf, 0, 0
+    for epoch in range(1, config.epochs + 1):
+        dataset.epoch = epoch
+        sampler.generator.manual_seed(config.seed * 1000 + epoch)
+        t0 = time.perf_counter()
+        train_m = _run_epoch(model, loader, optimizer, scheduler, on_progress, epoch)
+        val_m = _validate(model, val_samples, card, config)
+        history.append({"epoch": epoch, "seconds": time.perf_counter() - t0,
+                        **{f"train_{k}": v for k, v in train_m.items()}, **{f"val_{k}": v for k, v in val_m.items()}})
+        score = _val_score(config.task, val_m)
+        improved = score > best + 1e-6 or (score >= best - 1e-6 and val_m["loss"] < _best_loss(history, best_epoch))
+        if improved:
+            best, best_epoch, stale = score, epoch, 0
+            save_checkpoint(model, card, out)
+        else:
+            stale += 1
+        on_progress({"event": "epoch", **history[-1], "best_epoch": best_epoch})
+        if stale >= config.patience:
+            break
+    model, card = _finalise(out, val_samples, config, history, best_epoch)
+    _write_history(out, history)
+    return TrainResult(card, history, best_epoch, time.perf_counter() - started)
+
+
+def _best_loss(history: list[dict], best_epoch: int) -> float:
+    return next((h["val_loss"] for h in history if h["epoch"] == best_epoch), np.inf)
+
+
+def _finalise(out: Path, val_samples, config: TrainConfig, history: list[dict], best_epoch: int):
+    """Reload the best epoch, measure it on val as stored and re-encoded at JPEG q75, set the threshold."""
+    from .models import load_checkpoint
+
+    model, card = load_checkpoint(out)
+    predict = _predict_fn(model)
+    results = {}
+    for tag, spec in (("val", None), ("val_jpeg75", "jpeg:75")):
+        probs, sizes = score_samples(val_samples, predict, card, parse_perturbation(spec), workers=config.workers)
+        results[tag] = (probs, sizes)
+    labels = np.array([s.label for s in val_samples])
+    if card.task == "binary":
+        both = np.concatenate([results[t][0][:, card.positive_index] for t in results])
+        is_real = np.concatenate([labels == 0] * len(results))
+        card.threshold = choose_threshold(both, is_real, config.target_fpr)
+        card.threshold_method = (f"lowest threshold with at most {config.target_fpr:.0%} false positives on the "
+                                 f"validation reals, as stored and re-encoded to JPEG q75 together "
+                                 f"({int((labels == 0).sum())} images x 2); validation metrics below are "
+                                 f"therefore optimistic about the false-positive rate")
+        for tag, (probs, sizes) in results.items():
+            card.metrics[tag] = evaluate_binary(val_samples, probs, sizes, card)
+    else:
+        card.threshold_method = "attribution: the top class is the answer, no threshold"
+        for tag, (probs, _) in results.items():
+            card.metrics[tag] = evaluate_attribution(val_samples, probs, card)
+    card.training["best_epoch"] = best_epoch
+    card.training["epochs_run"] = len(history)
+    card.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    save_checkpoint(model, card, out)
+    return model, card
+
+
+def _training_summary(config: TrainConfig, train_samples, val_samples, classes) -> dict:
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    return {"config": cfg, "train": D.summarise(train_samples, classes), "val": D.summarise(val_samples, classes)}
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, train and val, like the study's training-log charts."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for split in ("train", "val"):
+            ax.plot(epochs, [h.get(f"{split}_{key}", np.nan) for h in history], marker="o", label=split)
+        ax.set(xlabel="epoch", ylabel=key, title=key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
