@@ -1,0 +1,92 @@
+"""The CLI as a user and a CI job see it: help, version, exit codes, empty folders, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import invoke
+from forensics import __version__
+from forensics.report import COLUMNS
+from synth import add_trace, natural_image, save
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_version_and_help():
+    assert invoke("--version").output.strip() == f"gscan {__version__}"
+    for command in ("dir", "models", "train", "eval", "export"):
+        assert "Usage" in invoke(command, "-h").output
+
+
+def test_missing_path_exits_2(tiny_onnx, tmp_path: Path):
+    result = invoke("dir", tmp_path / "nope", "--model", tiny_onnx, expect=2)
+    assert "does not exist" in result.output
+
+
+def test_unreadable_model_exits_2(tmp_path: Path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert "cannot load ONNX model" in invoke("dir", tmp_path, "--model", bad, expect=2).output
+    assert "no model named" in invoke("dir", tmp_path, "--model", "no-such-model", expect=2).output
+
+
+def test_card_hash_mismatch_exits_2(tiny_onnx, tmp_path: Path):
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(tiny_onnx.read_bytes() + b"")
+    card = json.loads(tiny_onnx.with_suffix(".json").read_text())
+    card["onnx_sha256"] = "0" * 64
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    assert "not the one the card describes" in invoke("dir", tmp_path, "--model", copy, expect=2).output
+
+
+def test_cuda_without_gpu_is_a_clear_error(tiny_onnx, tmp_path: Path):
+    from forensics.runtime import cuda_device_count
+
+    if cuda_device_count() == 0:
+        result = invoke("dir", tmp_path, "--model", tiny_onnx, "--device", "cuda", expect=2)
+        assert "no CUDA GPU" in result.output
+
+
+def test_empty_directory_gives_header_only_report(tiny_onnx, tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    report = tmp_path / "r.csv"
+    invoke("dir", tmp_path / "empty", "--model", tiny_onnx, "--report", report, "--fail-on-fake")
+    assert report.read_text().strip() == ",".join(COLUMNS)
+
+
+def test_fail_on_fake_exit_codes(tiny_onnx, tmp_path: Path):
+    rng = np.random.default_rng(5)
+    save(add_trace(natural_image(rng, 64, 64)), tmp_path / "fake.png")
+    save(natural_image(rng, 64, 64), tmp_path / "real.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    # a threshold of 1.01 calls nothing fake; 0 calls everything fake: exit codes follow
+    invoke("dir", tmp_path, "--model", tiny_onnx, "--fail-on-fake", "--threshold", 1.01, expect=0)
+    invoke("dir", tmp_path, "--model", tiny_onnx, "--fail-on-fake", "--threshold", 0.0, expect=1)
+    result = invoke("dir", tmp_path, "--model", tiny_onnx, expect=0)  # per-file errors still exit 0
+    assert "1" in result.output and "broken.png" in result.output
+
+
+def test_scan_does_not_import_torch(tiny_onnx, tmp_path: Path):
+    save(natural_image(np.random.default_rng(6), 40, 40), tmp_path / "a.png")
+    code = ("import sys\nfrom cli.main import app\n"
+            f"try:\n    app(['dir', {str(tmp_path)!r}, '--model', {str(tiny_onnx)!r}, '-q'])\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_models_lists_shipped_models():
+    from forensics.runtime import list_models
+
+    result = invoke("models")
+    for info in list_models():
+        assert info.card.name in result.output

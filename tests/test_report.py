@@ -1,0 +1,63 @@
+"""Report writers: the same rows in CSV, JSON and JSON Lines, streamed, with awkward names intact."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from forensics.errors import GscanError
+from forensics.report import COLUMNS, ReportWriter
+
+ROWS = [
+    {"path": "/data/a b \"q\".png", "status": "ok", "score": 0.25, "label": "real", "tiles": 1},
+    {"path": "/data/line\nbreak.png", "status": "error", "error": "corrupt PNG data: x"},
+    {"path": "/data/bad-\udcff.png", "status": "ok", "score": 0.9, "label": "fake", "tiles": 4},
+]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_rows_round_trip(tmp_path: Path, suffix: str):
+    path = tmp_path / f"r{suffix}"
+    with ReportWriter(path) as writer:
+        writer.write(ROWS[:2])
+        writer.write(ROWS[2:])
+    if suffix == ".csv":
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert rows[0]["path"] == ROWS[0]["path"] and rows[1]["path"] == ROWS[1]["path"]
+        assert rows[2]["path"] == "/data/bad-\\xff.png"  # undecodable byte escaped, not lost
+        assert list(rows[0]) == COLUMNS
+    else:
+        text = path.read_text()
+        rows = json.loads(text) if suffix == ".json" else [json.loads(x) for x in text.splitlines()]
+        assert [r["path"] for r in rows] == [r["path"] for r in ROWS]  # lossless, surrogates included
+        assert list(rows[0]) == COLUMNS
+    assert len(rows) == 3
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl"])
+def test_empty_report_is_valid(tmp_path: Path, suffix: str):
+    path = tmp_path / f"r{suffix}"
+    ReportWriter(path).close()
+    text = path.read_text()
+    if suffix == ".csv":
+        assert text.strip() == ",".join(COLUMNS)
+    elif suffix == ".json":
+        assert json.loads(text) == []
+    else:
+        assert text == ""
+
+
+def test_json_is_finalised_atomically(tmp_path: Path):
+    path = tmp_path / "r.json"
+    writer = ReportWriter(path)
+    writer.write(ROWS)
+    assert not path.exists()  # until close, only the .partial file exists
+    writer.close()
+    assert len(json.loads(path.read_text())) == 3 and not list(tmp_path.glob("*.partial"))
+
+
+def test_unknown_format_is_refused(tmp_path: Path):
+    with pytest.raises(GscanError):
+        ReportWriter(tmp_path / "r.xlsx")
