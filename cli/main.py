@@ -62,6 +62,8 @@ def dir_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(help="Override the model card's threshold.")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
+    cam_dir: Annotated[Optional[Path], typer.Option(help="Write a Grad-CAM heatmap PNG per selected image here.")] = None,
+    cam_for: Annotated[str, typer.Option(help="Which images get heatmaps: fake, all or none.")] = "fake",
     fail_on_fake: Annotated[bool, typer.Option("--fail-on-fake", help="Exit 1 if any image scores fake.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
@@ -70,7 +72,10 @@ def dir_command(
 
     from .progress import ScanProgress, print_rows, print_summary
 
-    options = ScanOptions(batch_size=batch_size, workers=workers, threshold=threshold, max_pixels=max_pixels)
+    if cam_for not in ("fake", "all", "none"):
+        raise fail(GscanError(f"--cam-for must be fake, all or none, not {cam_for!r}"))
+    options = ScanOptions(batch_size=batch_size, workers=workers, threshold=threshold, max_pixels=max_pixels,
+                          cam_dir=cam_dir, cam_for=cam_for)
     shown: list[dict] = []
     try:
         with ScanProgress(err, enabled=not quiet) as progress:
@@ -177,6 +182,30 @@ def export_command(
         raise fail(exc)
     out.print(f"exported {onnx_out} (sha256 {card.onnx_sha256[:16]}…, parity "
               f"{card.metrics['export']['parity_max_abs_logits']:.1e})")
+
+
+@app.command("cam")
+def cam_command(
+    images: Annotated[list[Path], typer.Argument(help="Image file(s) to explain.")],
+    checkpoint: Annotated[Path, typer.Option(help="Training run folder (PyTorch checkpoint).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="PNG for one image, folder for several.")],
+    layer: Annotated[Optional[str], typer.Option(help="Layer name, e.g. block12 (legacy_xception), layer4.")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="'all': one grid with the map at every stage/block.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Class to explain; default the predicted one.")] = None,
+    method: Annotated[str, typer.Option(help="gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, "
+                                               "scorecam.")] = "gradcam",
+) -> None:
+    """Exact Grad-CAM at any layer of a checkpoint (pytorch-grad-cam)."""
+    from forensics.training.gradcam import explain_images
+
+    if layers not in (None, "all"):
+        raise fail(GscanError("--layers takes only 'all'; use --layer NAME for one layer"))
+    try:
+        results = explain_images(checkpoint, images, out_path, layer, layers == "all", target, method)
+    except GscanError as exc:
+        raise fail(exc)
+    for r in results:
+        out.print(f"{r.image}: class '{r.target}' at {', '.join(r.layers)} -> {r.out}", soft_wrap=True)
 
 
 def run() -> None:

@@ -45,6 +45,7 @@ class ModelCard:
     notes: list[str] = field(default_factory=list)
     onnx_sha256: str = ""  # of the .onnx file; lives only in the JSON beside it
     companion: str = ""  # an attribution model to run on images called fake
+    heatmap: str = ""  # name of the ONNX output holding per-class Grad-CAM maps, "" if the head has none
 
     @property
     def positive_index(self) -> int:

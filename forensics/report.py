@@ -12,7 +12,7 @@ from .errors import GscanError
 
 COLUMNS = [
     "path", "status", "error", "sha256", "file_size", "width", "height", "format", "label", "score",
-    "threshold", "tiles", "notes", "model", "model_sha256", "gscan_version", "scanned_at",
+    "threshold", "tiles", "notes", "cam_class", "cam_path", "cam_max", "model", "model_sha256", "gscan_version", "scanned_at",
 ]
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 

@@ -135,7 +135,9 @@ class Detector:
     def device(self) -> str:
         return "cuda" if self.providers and self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
-    def run(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = self.session.run(None, {"input": tiles})
-        features = outputs[1] if len(outputs) > 1 else None
-        return outputs[0], features
+    def run(self, tiles: np.ndarray, with_cams: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (N x classes) and, if asked and exported, per-class maps (N x classes x h x w)."""
+        if with_cams and self.card.heatmap:
+            logits, cams = self.session.run(["logits", self.card.heatmap], {"input": tiles})
+            return logits, cams
+        return self.session.run(["logits"], {"input": tiles})[0], None

@@ -18,6 +18,7 @@ from .errors import GscanError
 from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_file, find_images
 from .report import path_text
 from .runtime import Detector
+from .cam import MAX_DISPLAY_SIDE, write_heatmap_png
 from .tiling import extract_tiles
 
 RowSink = Callable[[list[dict]], None]
@@ -29,6 +30,11 @@ class ScanOptions:
     workers: int = 0  # decode threads; 0: automatic
     threshold: float | None = None  # None: the model card's
     max_pixels: int = DEFAULT_MAX_PIXELS
+    cam_dir: Path | None = None  # write a heatmap PNG per selected image here
+    cam_for: str = "fake"  # fake, all or none
+
+    def wants_cams(self) -> bool:
+        return self.cam_dir is not None and self.cam_for != "none"
 
 
 @dataclass
@@ -65,18 +71,21 @@ class Prepared:
 
     decoded: DecodedImage
     tiles: np.ndarray | None = None
+    origins: list[tuple[int, int]] = field(default_factory=list)
 
 
-def prepare(path: Path, detector: Detector, max_pixels: int) -> Prepared:
-    """Decode and tile one file; any failure becomes the row's error, never an exception."""
+def prepare(path: Path, detector: Detector, max_pixels: int, keep_pixels: bool = False) -> Prepared:
+    """Decode and tile one file; any failure becomes the row's error, never an exception.
+    Pixels are dropped after tiling unless a heatmap may be drawn over them."""
     try:
         decoded = decode_file(path, max_pixels)
         if not decoded.ok:
             return Prepared(decoded)
         card = detector.card
-        tiles, _ = extract_tiles(decoded.pixels, card.tiling, card.mean, card.std)
-        decoded.pixels = None
-        return Prepared(decoded, tiles)
+        tiles, origins = extract_tiles(decoded.pixels, card.tiling, card.mean, card.std)
+        if not keep_pixels:
+            decoded.pixels = None
+        return Prepared(decoded, tiles, origins)
     except Exception as exc:  # a bad file must never stop the scan
         return Prepared(DecodedImage(path=path, error=f"internal error while decoding: {exc!r}"))
 
@@ -94,12 +103,14 @@ class RowBuilder:
                 "file_size": decoded.file_size or None, "width": decoded.width or None,
                 "height": decoded.height or None, "format": decoded.format or None,
                 "notes": "; ".join(decoded.notes) or None, "label": None, "score": None, "tiles": None,
+                "cam_class": None, "cam_path": None, "cam_max": None,
                 **self.common, "scanned_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def error(self, decoded: DecodedImage, reason: str | None = None) -> dict:
         return {**self.base(decoded), "status": "error", "error": reason or decoded.error}
 
-    def scored(self, decoded: DecodedImage, tile_logits: np.ndarray) -> dict:
+    def scored(self, decoded: DecodedImage, tile_logits: np.ndarray) -> tuple[dict, int]:
+        """The row and the index of the class it settles on (the class a heatmap explains)."""
         card = self.detector.card
         logits = tile_logits.mean(axis=0)
         probs = np.exp(logits - logits.max())
@@ -111,14 +122,38 @@ class RowBuilder:
         else:
             top = int(probs.argmax())
             row.update(score=float(probs[top]), label=card.classes[top])
-        return row
+        return row, card.classes.index(row["label"])
+
+
+class HeatmapWriter:
+    """Chooses which rows get a heatmap and writes each PNG, named by the file's sha256, on the worker pool."""
+
+    def __init__(self, options: ScanOptions, crop: int, submit: Callable):
+        self.dir, self.cam_for, self.crop, self.submit = options.cam_dir, options.cam_for, crop, submit
+        if self.dir is not None:
+            Path(self.dir).mkdir(parents=True, exist_ok=True)
+
+    def wanted(self, row: dict) -> bool:
+        return self.dir is not None and (self.cam_for == "all" or (self.cam_for == "fake" and row["label"] == "fake"))
+
+    def start(self, row: dict, item: Prepared, tile_cams: np.ndarray, cls: int, classes: list[str]) -> Future:
+        # The name comes from the content hash, never from the input path, so no file name can steer it.
+        path = Path(self.dir) / f"{row['sha256']}.png"
+        row.update(cam_class=classes[cls], cam_path=str(path), cam_max=float(np.maximum(tile_cams, 0).max()))
+        decoded = item.decoded
+        if max(decoded.width, decoded.height) > MAX_DISPLAY_SIDE:
+            row["notes"] = "; ".join(filter(None, [row["notes"], f"heatmap scaled to {MAX_DISPLAY_SIDE} px for display"]))
+        return self.submit(write_heatmap_png, decoded.pixels, tile_cams, item.origins, self.crop,
+                           decoded.orientation, path)
 
 
 class BatchRunner:
     """Collects prepared images in order and runs inference once enough tiles have gathered."""
 
-    def __init__(self, detector: Detector, builder: RowBuilder, batch_size: int, sink: RowSink):
+    def __init__(self, detector: Detector, builder: RowBuilder, batch_size: int, sink: RowSink,
+                 heatmaps: HeatmapWriter):
         self.detector, self.builder, self.batch_size, self.sink = detector, builder, batch_size, sink
+        self.heatmaps = heatmaps
         self.pending: list[Prepared] = []
         self.pending_tiles = 0
 
@@ -133,21 +168,33 @@ class BatchRunner:
             return
         items, self.pending, self.pending_tiles = self.pending, [], 0
         scored = [p for p in items if p.tiles is not None]
-        logits, failure = None, None
+        logits, cams, failure = None, None, None
         if scored:
             try:
-                logits, _ = self.detector.run(np.concatenate([p.tiles for p in scored]))
+                logits, cams = self.detector.run(np.concatenate([p.tiles for p in scored]),
+                                                 with_cams=self.heatmaps.dir is not None)
             except Exception as exc:  # e.g. out of memory on one batch: those rows say so, the scan goes on
                 failure = f"inference failed: {exc}"
-        rows, start = [], 0
+        rows, writes, start = [], [], 0
         for p in items:
             if p.tiles is None:
                 rows.append(self.builder.error(p.decoded))
                 continue
             n = len(p.tiles)
-            rows.append(self.builder.error(p.decoded, failure) if failure
-                        else self.builder.scored(p.decoded, logits[start:start + n]))
+            if failure:
+                rows.append(self.builder.error(p.decoded, failure))
+            else:
+                row, cls = self.builder.scored(p.decoded, logits[start:start + n])
+                if self.heatmaps.wanted(row):
+                    writes.append((row, self.heatmaps.start(row, p, cams[start:start + n, cls], cls,
+                                                            self.detector.card.classes)))
+                rows.append(row)
+            p.decoded.pixels = None
             start += n
+        for row, future in writes:
+            if future.exception() is not None:
+                row.update(cam_path=None, notes="; ".join(filter(None, [row["notes"],
+                                                                         f"heatmap failed: {future.exception()}"])))
         self.sink(rows)
 
 
@@ -179,10 +226,14 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
                 summary.labels[row["label"]] = summary.labels.get(row["label"], 0) + 1
         sink(rows)
 
-    runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count)
+    if options.wants_cams() and not detector.card.heatmap:
+        raise GscanError(f"model {detector.card.name} has no heatmap output (its head is not pooling + linear)")
     started = time.perf_counter()
+    keep = options.wants_cams()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gscan-decode") as pool:
-        for item in _bounded_map(pool, lambda p: prepare(p, detector, options.max_pixels), paths,
+        heatmaps = HeatmapWriter(options if keep else ScanOptions(), detector.card.tiling.crop, pool.submit)
+        runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count, heatmaps)
+        for item in _bounded_map(pool, lambda p: prepare(p, detector, options.max_pixels, keep), paths,
                                  window=workers * 4):
             runner.add(item)
         runner.flush()

@@ -18,28 +18,46 @@ from ..tiling import extract_tiles
 from .models import load_checkpoint
 
 PARITY_TOLERANCE = 1e-4
-OUTPUT_NAMES = ["logits", "features"]
+OUTPUT_NAMES = ["logits", "features", "cams"]
+
+
+def has_linear_head(model: torch.nn.Module) -> bool:
+    """Global average pooling then one linear layer: Grad-CAM at the last stage is then exact from weights."""
+    pool = getattr(model, "global_pool", None)
+    return isinstance(model.get_classifier(), torch.nn.Linear) and getattr(pool, "pool_type", "") == "avg"
 
 
 class LogitsAndFeatures(torch.nn.Module):
-    """A timm classifier that also returns its last-stage feature map (for heatmaps from the same pass)."""
+    """A timm classifier that also returns its last-stage feature map and per-class Grad-CAM maps.
+
+    With average pooling and a linear head, d logit_c / d A_k = W[c, k] / (h w) at every position, so Grad-CAM's
+    map for class c is ReLU(sum_k W[c, k] A_k) / (h w): the `cams` output (before the ReLU), from the same pass.
+    """
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.with_cams = has_linear_head(model)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor):
         features = self.model.forward_features(x)
-        return self.model.forward_head(features), features
+        logits = self.model.forward_head(features)
+        if not self.with_cams:
+            return logits, features
+        weight = self.model.get_classifier().weight
+        h, w = features.shape[-2:]
+        cams = torch.einsum("ck,nkhw->nchw", weight, features) / (h * w)
+        return logits, features, cams
 
 
-def _onnx_bytes(wrapped: torch.nn.Module, crop: int) -> bytes:
+def _onnx_bytes(wrapped: LogitsAndFeatures, crop: int) -> bytes:
     dummy = torch.zeros(2, 3, crop, crop)
+    names = OUTPUT_NAMES if wrapped.with_cams else OUTPUT_NAMES[:2]
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, (dummy,), buf, input_names=["input"], output_names=OUTPUT_NAMES,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+        torch.onnx.export(wrapped, (dummy,), buf, input_names=["input"], output_names=names,
+                          dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
                           opset_version=17, dynamo=False)
     return buf.getvalue()
 
@@ -89,7 +107,9 @@ def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None =
         raise ModelError(f"export target must end in .onnx, not {out_path.name}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     card.name = out_path.stem
-    proto = onnx.load_from_string(_onnx_bytes(LogitsAndFeatures(model).eval(), card.tiling.crop))
+    wrapped = LogitsAndFeatures(model).eval()
+    card.heatmap = "cams" if wrapped.with_cams else ""
+    proto = onnx.load_from_string(_onnx_bytes(wrapped, card.tiling.crop))
     inputs = _parity_inputs(card, _parity_images(card, list(parity_images or [])))
     card.onnx_sha256 = ""
     onnx.helper.set_model_props(proto, {CARD_METADATA_KEY: card.to_json()})
