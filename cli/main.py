@@ -64,6 +64,8 @@ def dir_command(
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
     cam_dir: Annotated[Optional[Path], typer.Option(help="Write a Grad-CAM heatmap PNG per selected image here.")] = None,
     cam_for: Annotated[str, typer.Option(help="Which images get heatmaps: fake, all or none.")] = "fake",
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse the report's rows for files whose path, size and "
+                                         "modification time are unchanged; scan the rest.")] = False,
     fail_on_fake: Annotated[bool, typer.Option("--fail-on-fake", help="Exit 1 if any image scores fake.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
@@ -79,7 +81,7 @@ def dir_command(
     shown: list[dict] = []
     try:
         with ScanProgress(err, enabled=not quiet) as progress:
-            result = scan_to_report(path, model, report, device, options,
+            result = scan_to_report(path, model, report, device, options, resume=resume,
                                     on_rows=lambda rows: (progress.advance(rows), shown.extend(rows[: 50 - len(shown)])))
     except GscanError as exc:
         raise fail(exc)

@@ -60,6 +60,8 @@ def print_summary(console: Console, result) -> None:
     table.add_row("threshold", f"{s.threshold:.4f}")
     table.add_row("files", str(s.files))
     table.add_row("real / fake / error", f"{s.real} / {s.fake} / {s.errors}")
+    if s.reused:
+        table.add_row("resumed", f"{s.reused} rows reused (same path, size and modification time)")
     table.add_row("time", f"{s.seconds:.2f} s ({s.images_per_second:.1f} images/s)")
     if result.report:
         table.add_row("report", str(result.report))

@@ -21,6 +21,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
 DEFAULT_MAX_PIXELS = 150_000_000
 EXIF_ORIENTATION = 0x0112
+_STRIPE_PIXELS = 4_000_000
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -110,7 +111,16 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         return np.repeat(gray[..., None], 3, axis=2)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.width * img.height <= _STRIPE_PIXELS:
+        return np.asarray(img, dtype=np.uint8)
+    # np.asarray goes through tobytes(), which holds two more full copies at its peak; copy in stripes instead.
+    out = np.empty((img.height, img.width, 3), dtype=np.uint8)
+    rows = max(1, _STRIPE_PIXELS // img.width)
+    for y in range(0, img.height, rows):
+        out[y:y + rows] = np.asarray(img.crop((0, y, img.width, min(img.height, y + rows))))
+    return out
 
 
 def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -146,6 +156,8 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) 
         out.error = f"corrupt {out.format or sniffed or 'image'} data: {exc}"
     except MemoryError:
         out.error = "not enough memory to decode this image"
+    except Exception as exc:  # hostile files reach decoder paths that raise anything; a row, not a crash
+        out.error = f"corrupt {out.format or sniffed or 'image'} data ({type(exc).__name__}): {exc}"
     if out.pixels is not None and out.orientation not in (0, 1):
         out.notes.append(f"EXIF orientation {out.orientation}: scored as stored, not rotated")
     if out.error:
@@ -179,6 +191,8 @@ def decode_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImag
         return DecodedImage(path=path, error=reason)
     out = decode_bytes(data, path, max_pixels)
     out.mtime = st.st_mtime
+    if out.ok and "A" in out.mode:
+        out.notes.append(f"{out.mode} image: alpha channel ignored")
     if out.ok and st.st_size != len(data):
         out.notes.append("file changed while being read: scored the bytes hashed")
     return out

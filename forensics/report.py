@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import GscanError
 
 COLUMNS = [
-    "path", "status", "error", "sha256", "file_size", "width", "height", "format", "label", "score",
+    "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format", "label", "score",
     "threshold", "tiles", "notes", "cam_class", "cam_path", "cam_max", "model", "model_sha256", "gscan_version", "scanned_at",
 ]
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -38,16 +40,53 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-class ReportWriter:
-    """Append rows to a report as they come; `close` finalises it (JSON atomically, via rename)."""
+def mtime_text(mtime: float) -> str:
+    """A file's modification time as the report records it (UTC, microseconds): compared as text on resume."""
+    return datetime.fromtimestamp(mtime, tz=timezone.utc).isoformat(timespec="microseconds")
 
-    def __init__(self, path: Path, columns: list[str] | None = None):
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a report, including the valid prefix a killed scan left (a cut-off last line is dropped)."""
+    path = Path(path)
+    fmt = report_format(path)
+    partial = path.with_name(path.name + ".partial")
+    if fmt == "json" and not path.exists() and partial.exists():
+        path = partial
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    if fmt == "json" and path != partial:
+        return json.loads(text)
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    rows = []
+    for line in text.splitlines():
+        line = line.strip().rstrip(",")
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # the line a kill cut short
+    return rows
+
+
+class ReportWriter:
+    """Append rows to a report as they come; `close` finalises it.
+
+    JSON, and any report written with atomic=True (a resumed scan), goes to NAME.partial and is renamed into
+    place on close, so the previous report stays intact until the new one is whole.
+    """
+
+    def __init__(self, path: Path, columns: list[str] | None = None, atomic: bool = False):
         self.path = Path(path)
         self.format = report_format(self.path)
         self.columns = columns or COLUMNS
         self.count = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        target = self.path.with_name(self.path.name + ".partial") if self.format == "json" else self.path
+        atomic = atomic or self.format == "json"
+        target = self.path.with_name(self.path.name + ".partial") if atomic else self.path
         self._target = target
         self._fh: TextIO = open(target, "w", newline="", encoding="utf-8")
         if self.format == "csv":

@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .errors import GscanError
 from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_file, find_images
-from .report import path_text
+from .report import mtime_text, path_text
 from .runtime import Detector
 from .cam import MAX_DISPLAY_SIDE, write_heatmap_png
 from .tiling import extract_tiles
@@ -32,6 +32,7 @@ class ScanOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     cam_dir: Path | None = None  # write a heatmap PNG per selected image here
     cam_for: str = "fake"  # fake, all or none
+    previous: dict[str, dict] | None = None  # resume: rows of an earlier run of this scan, by path
 
     def wants_cams(self) -> bool:
         return self.cam_dir is not None and self.cam_for != "none"
@@ -44,6 +45,7 @@ class ScanSummary:
     fake: int = 0
     errors: int = 0
     tiles: int = 0
+    reused: int = 0  # rows taken from the report being resumed
     seconds: float = 0.0
     device: str = "cpu"
     threshold: float = 0.5
@@ -69,9 +71,24 @@ def auto_batch_size(device: str) -> int:
 class Prepared:
     """A decoded image reduced to what inference needs: its facts and tiles (pixels already dropped)."""
 
-    decoded: DecodedImage
+    decoded: DecodedImage | None
     tiles: np.ndarray | None = None
     origins: list[tuple[int, int]] = field(default_factory=list)
+    reused: dict | None = None  # a row from the earlier run, still valid for this file
+
+
+def reusable_row(path: Path, previous: dict[str, dict]) -> dict | None:
+    """The earlier run's row for this file if its path, size and modification time are unchanged."""
+    row = previous.get(path_text(path))
+    if row is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if str(row.get("file_size")) == str(st.st_size) and row.get("file_mtime") == mtime_text(st.st_mtime):
+        return row
+    return None
 
 
 def prepare(path: Path, detector: Detector, max_pixels: int, keep_pixels: bool = False) -> Prepared:
@@ -100,7 +117,8 @@ class RowBuilder:
 
     def base(self, decoded: DecodedImage) -> dict:
         return {"path": path_text(decoded.path), "sha256": decoded.sha256 or None,
-                "file_size": decoded.file_size or None, "width": decoded.width or None,
+                "file_size": decoded.file_size or None,
+                "file_mtime": mtime_text(decoded.mtime) if decoded.mtime else None, "width": decoded.width or None,
                 "height": decoded.height or None, "format": decoded.format or None,
                 "notes": "; ".join(decoded.notes) or None, "label": None, "score": None, "tiles": None,
                 "cam_class": None, "cam_path": None, "cam_max": None,
@@ -160,7 +178,8 @@ class BatchRunner:
     def add(self, item: Prepared) -> None:
         self.pending.append(item)
         self.pending_tiles += 0 if item.tiles is None else len(item.tiles)
-        if self.pending_tiles >= self.batch_size:
+        # With nothing waiting for inference, rows (errors, reused rows) pass straight through, in order.
+        if self.pending_tiles >= self.batch_size or self.pending_tiles == 0:
             self.flush()
 
     def flush(self) -> None:
@@ -177,7 +196,9 @@ class BatchRunner:
                 failure = f"inference failed: {exc}"
         rows, writes, start = [], [], 0
         for p in items:
-            if p.tiles is None:
+            if p.reused is not None:
+                rows.append(p.reused)
+            elif p.tiles is None:
                 rows.append(self.builder.error(p.decoded))
                 continue
             n = len(p.tiles)
@@ -219,7 +240,7 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
     def count(rows: list[dict]) -> None:
         for row in rows:
             summary.files += 1
-            summary.tiles += row["tiles"] or 0
+            summary.tiles += int(row["tiles"] or 0)
             if row["status"] == "error":
                 summary.errors += 1
             else:
@@ -233,8 +254,14 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gscan-decode") as pool:
         heatmaps = HeatmapWriter(options if keep else ScanOptions(), detector.card.tiling.crop, pool.submit)
         runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count, heatmaps)
-        for item in _bounded_map(pool, lambda p: prepare(p, detector, options.max_pixels, keep), paths,
-                                 window=workers * 4):
+        previous = options.previous or {}
+
+        def work(path: Path) -> Prepared:
+            row = reusable_row(path, previous) if previous else None
+            return Prepared(None, reused=row) if row else prepare(path, detector, options.max_pixels, keep)
+
+        for item in _bounded_map(pool, work, paths, window=workers * 4):
+            summary.reused += item.reused is not None
             runner.add(item)
         runner.flush()
     summary.seconds = time.perf_counter() - started
@@ -258,16 +285,26 @@ class ScanResult:
 
 
 def scan_to_report(root: Path, model: str | None = None, report: Path | None = None, device: str = "auto",
-                   options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None) -> ScanResult:
-    """Load a model, scan root and stream the rows into the report (if any) and to on_rows."""
-    from .report import ReportWriter
+                   options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
+                   resume: bool = False) -> ScanResult:
+    """Load a model, scan root and stream the rows into the report (if any) and to on_rows.
+
+    resume: reuse the report's rows for files whose path, size and modification time are unchanged, scan the
+    rest, and write the whole report anew in scan order (atomically: the old one stays until the new is whole).
+    """
+    from .report import ReportWriter, read_rows
     from .runtime import resolve_model
 
     root = Path(root)
     if not root.exists() and not root.is_symlink():
         raise GscanError(f"path {root} does not exist")
+    options = options or ScanOptions()
+    if resume:
+        if report is None:
+            raise GscanError("--resume needs --report: the report to resume")
+        options.previous = {row["path"]: row for row in read_rows(report)}
     detector = Detector(resolve_model(model), device=device)
-    writer = ReportWriter(report) if report else None
+    writer = ReportWriter(report, atomic=resume) if report else None
 
     def sink(rows: list[dict]) -> None:
         if writer:

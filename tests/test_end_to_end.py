@@ -39,7 +39,7 @@ def test_export_embeds_card_and_passes_parity(tiny_run: Path, tiny_onnx: Path):
     assert embedded.classes == side.classes == ["real", "fake"]
     assert side.onnx_sha256 == sha256_file(tiny_onnx)
     assert embedded.metrics["export"]["parity_max_abs_logits"] <= 1e-4
-    assert [o.name for o in proto.graph.output] == ["logits", "features"]
+    assert [o.name for o in proto.graph.output] == ["logits", "features", "cams"] and embedded.heatmap == "cams"
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param  # dynamic batch axis
 
