@@ -200,18 +200,17 @@ class BatchRunner:
                 rows.append(p.reused)
             elif p.tiles is None:
                 rows.append(self.builder.error(p.decoded))
-                continue
-            n = len(p.tiles)
-            if failure:
+            elif failure:
                 rows.append(self.builder.error(p.decoded, failure))
             else:
+                n = len(p.tiles)
                 row, cls = self.builder.scored(p.decoded, logits[start:start + n])
                 if self.heatmaps.wanted(row):
                     writes.append((row, self.heatmaps.start(row, p, cams[start:start + n, cls], cls,
                                                             self.detector.card.classes)))
                 rows.append(row)
-            p.decoded.pixels = None
-            start += n
+                p.decoded.pixels = None
+                start += n
         for row, future in writes:
             if future.exception() is not None:
                 row.update(cam_path=None, notes="; ".join(filter(None, [row["notes"],
