@@ -62,6 +62,7 @@ def dir_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(help="Override the model card's threshold.")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
+    html: Annotated[Optional[Path], typer.Option(help="Write a self-contained triage page (HTML) here.")] = None,
     cam_dir: Annotated[Optional[Path], typer.Option(help="Write a Grad-CAM heatmap PNG per selected image here.")] = None,
     cam_for: Annotated[str, typer.Option(help="Which images get heatmaps: fake, all or none.")] = "fake",
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the report's rows for files whose path, size and "
@@ -81,12 +82,12 @@ def dir_command(
     shown: list[dict] = []
     try:
         with ScanProgress(err, enabled=not quiet) as progress:
-            result = scan_to_report(path, model, report, device, options, resume=resume,
+            result = scan_to_report(path, model, report, device, options, resume=resume, html=html,
                                     on_rows=lambda rows: (progress.advance(rows), shown.extend(rows[: 50 - len(shown)])))
     except GscanError as exc:
         raise fail(exc)
     if not quiet:
-        if report is None:
+        if report is None and html is None:
             print_rows(out, shown, result.summary.files)
         print_summary(out, result)
     if fail_on_fake and result.summary.fake:

@@ -13,6 +13,11 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               8: Image.Transpose.ROTATE_90}
 
 
+def orient(image: Image.Image, orientation: int) -> Image.Image:
+    """The image as a viewer shows it, given its EXIF orientation."""
+    return image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
+
+
 def jet(values: np.ndarray) -> np.ndarray:
     """The jet colour map on 0..1 -> uint8 RGB (what Grad-CAM figures use)."""
     v = np.clip(values, 0.0, 1.0)[..., None]
@@ -58,9 +63,7 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
     image = Image.fromarray(pixels)
     if scale < 1.0:
         image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR)
-    blended = Image.fromarray(overlay(np.asarray(image), heat))
-    if orientation in _TRANSPOSE:
-        blended = blended.transpose(_TRANSPOSE[orientation])
+    blended = orient(Image.fromarray(overlay(np.asarray(image), heat)), orientation)
     tmp = path.with_name(path.name + ".tmp")
     blended.save(tmp, format="PNG", compress_level=1)
     tmp.replace(path)

@@ -19,6 +19,7 @@ from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_file, find_images
 from .report import mtime_text, path_text
 from .runtime import Detector
 from .cam import MAX_DISPLAY_SIDE, write_heatmap_png
+from .html import previews
 from .tiling import extract_tiles
 
 RowSink = Callable[[list[dict]], None]
@@ -33,6 +34,7 @@ class ScanOptions:
     cam_dir: Path | None = None  # write a heatmap PNG per selected image here
     cam_for: str = "fake"  # fake, all or none
     previous: dict[str, dict] | None = None  # resume: rows of an earlier run of this scan, by path
+    previews: bool = False  # embed-ready thumbnails for the triage page
 
     def wants_cams(self) -> bool:
         return self.cam_dir is not None and self.cam_for != "none"
@@ -75,6 +77,7 @@ class Prepared:
     tiles: np.ndarray | None = None
     origins: list[tuple[int, int]] = field(default_factory=list)
     reused: dict | None = None  # a row from the earlier run, still valid for this file
+    previews: dict[str, str] = field(default_factory=dict)
 
 
 def reusable_row(path: Path, previous: dict[str, dict]) -> dict | None:
@@ -91,18 +94,19 @@ def reusable_row(path: Path, previous: dict[str, dict]) -> dict | None:
     return None
 
 
-def prepare(path: Path, detector: Detector, max_pixels: int, keep_pixels: bool = False) -> Prepared:
+def prepare(path: Path, detector: Detector, options: ScanOptions) -> Prepared:
     """Decode and tile one file; any failure becomes the row's error, never an exception.
     Pixels are dropped after tiling unless a heatmap may be drawn over them."""
     try:
-        decoded = decode_file(path, max_pixels)
+        decoded = decode_file(path, options.max_pixels)
         if not decoded.ok:
             return Prepared(decoded)
         card = detector.card
         tiles, origins = extract_tiles(decoded.pixels, card.tiling, card.mean, card.std)
-        if not keep_pixels:
+        shown = previews(decoded.pixels, decoded.orientation) if options.previews else {}
+        if not options.wants_cams():
             decoded.pixels = None
-        return Prepared(decoded, tiles, origins)
+        return Prepared(decoded, tiles, origins, previews=shown)
     except Exception as exc:  # a bad file must never stop the scan
         return Prepared(DecodedImage(path=path, error=f"internal error while decoding: {exc!r}"))
 
@@ -205,6 +209,7 @@ class BatchRunner:
             else:
                 n = len(p.tiles)
                 row, cls = self.builder.scored(p.decoded, logits[start:start + n])
+                row.update(p.previews)
                 if self.heatmaps.wanted(row):
                     writes.append((row, self.heatmaps.start(row, p, cams[start:start + n, cls], cls,
                                                             self.detector.card.classes)))
@@ -249,15 +254,15 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
     if options.wants_cams() and not detector.card.heatmap:
         raise GscanError(f"model {detector.card.name} has no heatmap output (its head is not pooling + linear)")
     started = time.perf_counter()
-    keep = options.wants_cams()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gscan-decode") as pool:
-        heatmaps = HeatmapWriter(options if keep else ScanOptions(), detector.card.tiling.crop, pool.submit)
+        heatmaps = HeatmapWriter(options if options.wants_cams() else ScanOptions(), detector.card.tiling.crop,
+                                 pool.submit)
         runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count, heatmaps)
         previous = options.previous or {}
 
         def work(path: Path) -> Prepared:
             row = reusable_row(path, previous) if previous else None
-            return Prepared(None, reused=row) if row else prepare(path, detector, options.max_pixels, keep)
+            return Prepared(None, reused=row) if row else prepare(path, detector, options)
 
         for item in _bounded_map(pool, work, paths, window=workers * 4):
             summary.reused += item.reused is not None
@@ -285,12 +290,13 @@ class ScanResult:
 
 def scan_to_report(root: Path, model: str | None = None, report: Path | None = None, device: str = "auto",
                    options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
-                   resume: bool = False) -> ScanResult:
+                   resume: bool = False, html: Path | None = None) -> ScanResult:
     """Load a model, scan root and stream the rows into the report (if any) and to on_rows.
 
     resume: reuse the report's rows for files whose path, size and modification time are unchanged, scan the
     rest, and write the whole report anew in scan order (atomically: the old one stays until the new is whole).
     """
+    from .html import TriagePage
     from .report import ReportWriter, read_rows
     from .runtime import resolve_model
 
@@ -303,11 +309,15 @@ def scan_to_report(root: Path, model: str | None = None, report: Path | None = N
             raise GscanError("--resume needs --report: the report to resume")
         options.previous = {row["path"]: row for row in read_rows(report)}
     detector = Detector(resolve_model(model), device=device)
+    options.previews = html is not None
     writer = ReportWriter(report, atomic=resume) if report else None
+    page = TriagePage(html) if html else None
 
     def sink(rows: list[dict]) -> None:
         if writer:
             writer.write(rows)
+        if page:
+            page.add(rows)
         on_rows(rows)
 
     try:
@@ -315,4 +325,9 @@ def scan_to_report(root: Path, model: str | None = None, report: Path | None = N
     finally:
         if writer:
             writer.close()
+    if page:
+        card = detector.card
+        page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,
+                    "threshold": summary.threshold, "threshold_method": card.threshold_method,
+                    "gscan_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return ScanResult(summary, detector, Path(report) if report else None)

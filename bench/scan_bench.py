@@ -1,0 +1,221 @@
+"""Scan throughput, side by side in one run: a research-code baseline, gscan end to end, and the two ceilings.
+
+    python bench/scan_bench.py --images 2000          # the table for the note
+    python bench/scan_bench.py --quick                # under a minute on 2 cores
+    python bench/scan_bench.py --rss-scaling          # peak RSS of gscan on 1,000 vs 10,000 small files
+    python bench/scan_bench.py --cam                  # wall time with heatmaps for every image vs none
+
+Baseline (CNNDetection demo_dir.py style): the same architecture in PyTorch eager mode over a DataLoader with one
+worker process per core, batch 32 images, the same native-resolution crops. gscan: `gscan dir` in a subprocess,
+report written. Decode ceiling: the same files read, decoded and converted to RGB on every core (processes).
+Model ceiling: ONNX Runtime alone on pre-made tiles, converted to images/s with the scan's tiles per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from forensics.images import decode_file, find_images  # noqa: E402
+from forensics.runtime import Detector, resolve_model  # noqa: E402
+from forensics.tiling import extract_tiles  # noqa: E402
+
+
+def make_images(root: Path, n: int, seed: int = 0, sizes=(256, 1024)) -> Path:
+    """Realistic sizes and formats: JPEG q75-95 and PNG, 256 to 1024 px, varied smooth content plus noise."""
+    from synth import natural_image
+
+    marker = root / f".made-{n}-{seed}-{sizes[0]}-{sizes[1]}"
+    if marker.exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        h, w = (int(v) // 8 * 8 for v in rng.integers(sizes[0], sizes[1] + 1, 2))
+        img = Image.fromarray(natural_image(rng, h, w))
+        if i % 3 == 0:
+            img.save(root / f"{i:06d}.png", compress_level=6)
+        else:
+            img.save(root / f"{i:06d}.jpg", quality=int(rng.integers(75, 96)))
+    marker.touch()
+    return root
+
+
+def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB, VmHWM polled until exit) of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                peak = max(peak, next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")))
+        except (OSError, StopIteration):
+            pass
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {proc.stderr.read().decode()}")
+    return wall, peak / 1024
+
+
+def run_gscan(folder: Path, model: str, report: Path, extra: list[str] = ()) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "cli", "dir", str(folder), "--model", model, "--report", str(report), "-q", *extra]
+    return peak_rss_of(cmd)
+
+
+def _decode_one(path: str) -> int:
+    decoded = decode_file(Path(path))
+    return 0 if decoded.pixels is None else decoded.pixels.shape[0]
+
+
+def decode_ceiling(files: list[Path], workers: int) -> float:
+    start = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_decode_one, [str(f) for f in files], chunksize=8))
+    return len(files) / (time.perf_counter() - start)
+
+
+def tiles_per_image(files: list[Path], card) -> float:
+    sample = files[:: max(1, len(files) // 100)]
+    counts = []
+    for f in sample:
+        d = decode_file(f)
+        counts.append(len(extract_tiles(d.pixels, card.tiling, card.mean, card.std)[0]))
+    return float(np.mean(counts))
+
+
+def model_ceiling(detector: Detector, tiles_per_img: float, batch: int, seconds: float = 8.0) -> float:
+    crop = detector.card.tiling.crop
+    x = np.random.default_rng(0).standard_normal((batch, 3, crop, crop)).astype(np.float32)
+    detector.run(x)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        detector.run(x)
+        n += batch
+    return n / (time.perf_counter() - start) / tiles_per_img
+
+
+class _TiledFiles:
+    def __init__(self, files, card):
+        self.files, self.card = files, card
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        import torch
+
+        d = decode_file(self.files[i])
+        return torch.from_numpy(extract_tiles(d.pixels, self.card.tiling, self.card.mean, self.card.std)[0])
+
+
+def _collate(batch):
+    import torch
+
+    return torch.cat(batch), [len(t) for t in batch]
+
+
+def baseline(files: list[Path], card, workers: int) -> float:
+    """PyTorch eager + DataLoader, batch 32 images, as research code does it."""
+    import timm
+    import torch
+    from torch.utils.data import DataLoader
+
+    model = timm.create_model(card.arch, pretrained=False, num_classes=len(card.classes)).eval()
+    loader = DataLoader(_TiledFiles(files, card), batch_size=32, num_workers=workers, collate_fn=_collate)
+    start = time.perf_counter()
+    scores = []
+    with torch.inference_mode():
+        for tiles, counts in loader:
+            logits = model(tiles)
+            for chunk in torch.split(logits, counts):
+                scores.append(torch.softmax(chunk.mean(0), 0)[1].item())
+    assert len(scores) == len(files)
+    return len(files) / (time.perf_counter() - start)
+
+
+def throughput_table(args) -> dict:
+    folder = make_images(args.data / f"bench-{args.images}", args.images)
+    files = sorted(find_images(folder))
+    model_path = resolve_model(args.model)
+    detector = Detector(model_path, device="cpu")
+    cores = os.cpu_count() or 1
+    tpi = tiles_per_image(files, detector.card)
+    run_gscan(folder, str(model_path), args.data / "warm.csv")  # warm the page cache for everyone
+    results = {"images": len(files), "cores": cores, "model": detector.card.name, "tiles_per_image": tpi}
+    wall, rss = run_gscan(folder, str(model_path), args.data / "gscan.csv")
+    results["gscan"] = len(files) / wall
+    results["gscan_peak_rss_mb"] = rss
+    results["baseline"] = baseline(files, detector.card, cores)
+    results["decode_ceiling"] = decode_ceiling(files, cores)
+    results["model_ceiling"] = model_ceiling(detector, tpi, batch=32)
+    results["gscan_over_baseline"] = results["gscan"] / results["baseline"]
+    results["gscan_over_min_ceiling"] = results["gscan"] / min(results["decode_ceiling"], results["model_ceiling"])
+    return results
+
+
+def rss_scaling(args) -> dict:
+    out = {}
+    model = str(resolve_model(args.model))
+    for n in (1000, 10000):
+        folder = make_images(args.data / f"small-{n}", n, seed=1, sizes=(48, 96))
+        wall, rss = run_gscan(folder, model, args.data / f"small-{n}.csv")
+        out[n] = {"seconds": wall, "peak_rss_mb": rss, "images_per_second": n / wall}
+    out["growth_mb"] = out[10000]["peak_rss_mb"] - out[1000]["peak_rss_mb"]
+    return out
+
+
+def cam_overhead(args) -> dict:
+    folder = make_images(args.data / f"bench-{args.images}", args.images)
+    model = str(resolve_model(args.model))
+    run_gscan(folder, model, args.data / "warm.csv")
+    plain, _ = run_gscan(folder, model, args.data / "plain.csv")
+    cams, _ = run_gscan(folder, model, args.data / "cams.csv", ["--cam-dir", str(args.data / "cams"), "--cam-for", "all"])
+    return {"images": args.images, "plain_seconds": plain, "cam_all_seconds": cams, "overhead": cams / plain - 1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--model", default=None, help="shipped model name or .onnx (default: the shipped default)")
+    parser.add_argument("--data", type=Path, default=Path("/tmp/gscan-bench"))
+    parser.add_argument("--quick", action="store_true", help="100 images: a smoke run under a minute")
+    parser.add_argument("--rss-scaling", action="store_true")
+    parser.add_argument("--cam", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.images = 100
+    if args.rss_scaling:
+        result = rss_scaling(args)
+    elif args.cam:
+        result = cam_overhead(args)
+    else:
+        result = throughput_table(args)
+    print(json.dumps(result, indent=2))
+    if "gscan" in result:
+        print(f"\n{result['images']} images, {result['cores']} cores, {result['model']}, "
+              f"{result['tiles_per_image']:.2f} tiles/image")
+        for key in ("baseline", "gscan", "decode_ceiling", "model_ceiling"):
+            print(f"  {key:16s} {result[key]:8.1f} images/s")
+        print(f"  gscan / baseline        {result['gscan_over_baseline']:.2f}x")
+        print(f"  gscan / min(ceilings)   {result['gscan_over_min_ceiling']:.0%}")
+        print(f"  gscan peak RSS          {result['gscan_peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
