@@ -54,7 +54,9 @@ def fail(exc: GscanError) -> typer.Exit:
 @app.command("dir")
 def dir_command(
     path: Annotated[Path, typer.Argument(help="Folder (searched recursively) or single file to scan.")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Shipped model name or .onnx file.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option(
+        "--model", "-m", help="Shipped model name or .onnx file; give twice for a binary plus an attribution "
+                              "model. Default: the shipped binary model and its attribution companion.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", "-r",
                                                    help="Write rows to .csv, .json or .jsonl as the scan goes.")] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per inference call; 0 = automatic.")] = 0,

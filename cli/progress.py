@@ -39,13 +39,14 @@ class ScanProgress:
 
 def print_rows(console: Console, rows: list[dict], total: int) -> None:
     table = Table(title="verdicts" + (f" (first {len(rows)} of {total}; use --report for all)" if total > len(rows) else ""))
-    for col in ("path", "label", "score", "tiles", "status / error"):
+    for col in ("path", "label", "score", "generator", "tiles", "status / error"):
         table.add_column(col, overflow="fold")
     for r in rows:
         score = "" if r["score"] is None else f"{r['score']:.4f}"
         status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
         label = {"fake": "[red]fake[/]", "real": "[green]real[/]"}.get(r["label"] or "", r["label"] or "")
-        table.add_row(r["path"], label, score, str(r["tiles"] or ""), status)
+        generator = f"{r['generator']} ({r['generator_score']:.2f})" if r.get("generator") else ""
+        table.add_row(r["path"], label, score, generator, str(r["tiles"] or ""), status)
     console.print(table)
 
 
@@ -56,6 +57,9 @@ def print_summary(console: Console, result) -> None:
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("model", f"{d.card.name} (sha256 {d.sha256[:16]}…)")
+    if result.attributor:
+        a = result.attributor
+        table.add_row("attribution", f"{a.card.name} (sha256 {a.sha256[:16]}…): {', '.join(a.card.classes)}")
     table.add_row("device", f"{s.device} ({', '.join(d.providers)})")
     table.add_row("threshold", f"{s.threshold:.4f}")
     table.add_row("files", str(s.files))

@@ -13,8 +13,10 @@ from typing import Any, TextIO
 from .errors import GscanError
 
 COLUMNS = [
-    "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format", "label", "score",
-    "threshold", "tiles", "notes", "cam_class", "cam_path", "cam_max", "model", "model_sha256", "gscan_version", "scanned_at",
+    "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",
+    "label", "score", "threshold", "tiles", "generator", "generator_score", "generator_top3", "notes",
+    "cam_class", "cam_path", "cam_max",
+    "model", "model_sha256", "attribution_model", "attribution_model_sha256", "gscan_version", "scanned_at",
 ]
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 

@@ -141,3 +141,26 @@ class Detector:
             logits, cams = self.session.run(["logits", self.card.heatmap], {"input": tiles})
             return logits, cams
         return self.session.run(["logits"], {"input": tiles})[0], None
+
+
+def load_detectors(models: list[str] | None, device: str = "auto") -> tuple[Detector, Detector | None]:
+    """The model that decides (binary when there is one) and the attribution model for its fakes, if any.
+
+    No models: the shipped default and the companion its card names. One binary model: its companion too, when
+    the card names one that is shipped. Two: one binary and one attribution model, in either order.
+    """
+    detectors = [Detector(resolve_model(m), device=device) for m in (models or [None])]
+    if len(detectors) > 2:
+        raise ModelError("give --model at most twice: a binary model and an attribution model")
+    binary = [d for d in detectors if d.card.task == "binary"]
+    attribution = [d for d in detectors if d.card.task == "attribution"]
+    if len(detectors) == 2 and (len(binary) != 1 or len(attribution) != 1):
+        raise ModelError("two models must be one binary and one attribution model, "
+                         f"not {[d.card.task for d in detectors]}")
+    if len(detectors) == 1:
+        main = detectors[0]
+        companion = main.card.companion if main.card.task == "binary" else ""
+        if companion and (models_dir() / f"{companion}.onnx").is_file():
+            return main, Detector(resolve_model(companion), device=device)
+        return main, None
+    return binary[0], attribution[0]

@@ -78,6 +78,7 @@ class Prepared:
     origins: list[tuple[int, int]] = field(default_factory=list)
     reused: dict | None = None  # a row from the earlier run, still valid for this file
     previews: dict[str, str] = field(default_factory=dict)
+    attribution_tiles: np.ndarray | None = None  # only when the attribution model tiles differently
 
 
 def reusable_row(path: Path, previous: dict[str, dict]) -> dict | None:
@@ -94,7 +95,11 @@ def reusable_row(path: Path, previous: dict[str, dict]) -> dict | None:
     return None
 
 
-def prepare(path: Path, detector: Detector, options: ScanOptions) -> Prepared:
+def _same_preprocessing(a: Detector, b: Detector) -> bool:
+    return (a.card.tiling, a.card.mean, a.card.std) == (b.card.tiling, b.card.mean, b.card.std)
+
+
+def prepare(path: Path, detector: Detector, options: ScanOptions, attributor: Detector | None = None) -> Prepared:
     """Decode and tile one file; any failure becomes the row's error, never an exception.
     Pixels are dropped after tiling unless a heatmap may be drawn over them."""
     try:
@@ -104,9 +109,13 @@ def prepare(path: Path, detector: Detector, options: ScanOptions) -> Prepared:
         card = detector.card
         tiles, origins = extract_tiles(decoded.pixels, card.tiling, card.mean, card.std)
         shown = previews(decoded.pixels, decoded.orientation) if options.previews else {}
+        extra = None
+        if attributor is not None and not _same_preprocessing(detector, attributor):
+            a = attributor.card
+            extra = extract_tiles(decoded.pixels, a.tiling, a.mean, a.std)[0]
         if not options.wants_cams():
             decoded.pixels = None
-        return Prepared(decoded, tiles, origins, previews=shown)
+        return Prepared(decoded, tiles, origins, previews=shown, attribution_tiles=extra)
     except Exception as exc:  # a bad file must never stop the scan
         return Prepared(DecodedImage(path=path, error=f"internal error while decoding: {exc!r}"))
 
@@ -134,9 +143,7 @@ class RowBuilder:
     def scored(self, decoded: DecodedImage, tile_logits: np.ndarray) -> tuple[dict, int]:
         """The row and the index of the class it settles on (the class a heatmap explains)."""
         card = self.detector.card
-        logits = tile_logits.mean(axis=0)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        probs = image_probabilities(tile_logits)
         row = {**self.base(decoded), "status": "ok", "error": None, "tiles": int(len(tile_logits))}
         if card.task == "binary":
             score = float(probs[card.positive_index])
@@ -145,6 +152,33 @@ class RowBuilder:
             top = int(probs.argmax())
             row.update(score=float(probs[top]), label=card.classes[top])
         return row, card.classes.index(row["label"])
+
+
+def image_probabilities(tile_logits: np.ndarray) -> np.ndarray:
+    """One image's class probabilities: its tiles' logits averaged, then softmax."""
+    logits = tile_logits.mean(axis=0)
+    probs = np.exp(logits - logits.max())
+    return probs / probs.sum()
+
+
+class Attribution:
+    """Adds which generator made it to rows the binary model called fake (the attribution model's top 3)."""
+
+    def __init__(self, detector: Detector):
+        self.detector = detector
+        self.common = {"attribution_model": detector.card.name, "attribution_model_sha256": detector.sha256}
+
+    def apply(self, pairs: list[tuple[dict, np.ndarray]]) -> None:
+        if not pairs:
+            return
+        logits, _ = self.detector.run(np.concatenate([tiles for _, tiles in pairs]))
+        classes, start = self.detector.card.classes, 0
+        for row, tiles in pairs:
+            probs = image_probabilities(logits[start:start + len(tiles)])
+            start += len(tiles)
+            top = np.argsort(-probs)[:3]
+            row.update(self.common, generator=classes[top[0]], generator_score=float(probs[top[0]]),
+                       generator_top3="; ".join(f"{classes[i]}:{probs[i]:.4f}" for i in top))
 
 
 class HeatmapWriter:
@@ -173,9 +207,9 @@ class BatchRunner:
     """Collects prepared images in order and runs inference once enough tiles have gathered."""
 
     def __init__(self, detector: Detector, builder: RowBuilder, batch_size: int, sink: RowSink,
-                 heatmaps: HeatmapWriter):
+                 heatmaps: HeatmapWriter, attribution: Attribution | None = None):
         self.detector, self.builder, self.batch_size, self.sink = detector, builder, batch_size, sink
-        self.heatmaps = heatmaps
+        self.heatmaps, self.attribution = heatmaps, attribution
         self.pending: list[Prepared] = []
         self.pending_tiles = 0
 
@@ -198,7 +232,7 @@ class BatchRunner:
                                                  with_cams=self.heatmaps.dir is not None)
             except Exception as exc:  # e.g. out of memory on one batch: those rows say so, the scan goes on
                 failure = f"inference failed: {exc}"
-        rows, writes, start = [], [], 0
+        rows, writes, fakes, start = [], [], [], 0
         for p in items:
             if p.reused is not None:
                 rows.append(p.reused)
@@ -210,12 +244,20 @@ class BatchRunner:
                 n = len(p.tiles)
                 row, cls = self.builder.scored(p.decoded, logits[start:start + n])
                 row.update(p.previews)
+                if self.attribution and row["label"] == "fake":
+                    fakes.append((row, p.tiles if p.attribution_tiles is None else p.attribution_tiles))
                 if self.heatmaps.wanted(row):
                     writes.append((row, self.heatmaps.start(row, p, cams[start:start + n, cls], cls,
                                                             self.detector.card.classes)))
                 rows.append(row)
                 p.decoded.pixels = None
                 start += n
+        if self.attribution:
+            try:
+                self.attribution.apply(fakes)
+            except Exception as exc:  # the verdicts stand; only the generator is missing, and the row says why
+                for row, _ in fakes:
+                    row["notes"] = "; ".join(filter(None, [row["notes"], f"attribution failed: {exc}"]))
         for row, future in writes:
             if future.exception() is not None:
                 row.update(cam_path=None, notes="; ".join(filter(None, [row["notes"],
@@ -234,8 +276,10 @@ def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int):
         yield queue.popleft().result()
 
 
-def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options: ScanOptions) -> ScanSummary:
-    """Score every path, handing rows to `sink` in input order as each batch completes."""
+def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options: ScanOptions,
+               attributor: Detector | None = None) -> ScanSummary:
+    """Score every path, handing rows to `sink` in input order as each batch completes.
+    With an attributor, images called fake also get the generator that most likely made them."""
     threshold = detector.card.threshold if options.threshold is None else options.threshold
     summary = ScanSummary(device=detector.device, threshold=threshold, model=detector.card.name)
     workers = options.workers or auto_workers()
@@ -257,12 +301,13 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gscan-decode") as pool:
         heatmaps = HeatmapWriter(options if options.wants_cams() else ScanOptions(), detector.card.tiling.crop,
                                  pool.submit)
-        runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count, heatmaps)
+        runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count, heatmaps,
+                             Attribution(attributor) if attributor else None)
         previous = options.previous or {}
 
         def work(path: Path) -> Prepared:
             row = reusable_row(path, previous) if previous else None
-            return Prepared(None, reused=row) if row else prepare(path, detector, options)
+            return Prepared(None, reused=row) if row else prepare(path, detector, options, attributor)
 
         for item in _bounded_map(pool, work, paths, window=workers * 4):
             summary.reused += item.reused is not None
@@ -273,12 +318,13 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
     return summary
 
 
-def scan_directory(root: Path, detector: Detector, sink: RowSink, options: ScanOptions | None = None) -> ScanSummary:
+def scan_directory(root: Path, detector: Detector, sink: RowSink, options: ScanOptions | None = None,
+                   attributor: Detector | None = None) -> ScanSummary:
     """Scan every image found under root (by content, recursively)."""
     root = Path(root)
     if not root.exists() and not root.is_symlink():
         raise GscanError(f"path {root} does not exist")
-    return scan_paths(find_images(root), detector, sink, options or ScanOptions())
+    return scan_paths(find_images(root), detector, sink, options or ScanOptions(), attributor)
 
 
 @dataclass
@@ -286,9 +332,10 @@ class ScanResult:
     summary: ScanSummary
     detector: Detector
     report: Path | None
+    attributor: Detector | None = None
 
 
-def scan_to_report(root: Path, model: str | None = None, report: Path | None = None, device: str = "auto",
+def scan_to_report(root: Path, models: list[str] | None = None, report: Path | None = None, device: str = "auto",
                    options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
                    resume: bool = False, html: Path | None = None) -> ScanResult:
     """Load a model, scan root and stream the rows into the report (if any) and to on_rows.
@@ -298,7 +345,7 @@ def scan_to_report(root: Path, model: str | None = None, report: Path | None = N
     """
     from .html import TriagePage
     from .report import ReportWriter, read_rows
-    from .runtime import resolve_model
+    from .runtime import load_detectors
 
     root = Path(root)
     if not root.exists() and not root.is_symlink():
@@ -308,7 +355,7 @@ def scan_to_report(root: Path, model: str | None = None, report: Path | None = N
         if report is None:
             raise GscanError("--resume needs --report: the report to resume")
         options.previous = {row["path"]: row for row in read_rows(report)}
-    detector = Detector(resolve_model(model), device=device)
+    detector, attributor = load_detectors(models, device)
     options.previews = html is not None
     writer = ReportWriter(report, atomic=resume) if report else None
     page = TriagePage(html) if html else None
@@ -321,7 +368,7 @@ def scan_to_report(root: Path, model: str | None = None, report: Path | None = N
         on_rows(rows)
 
     try:
-        summary = scan_directory(root, detector, sink, options)
+        summary = scan_directory(root, detector, sink, options, attributor)
     finally:
         if writer:
             writer.close()
@@ -330,4 +377,4 @@ def scan_to_report(root: Path, model: str | None = None, report: Path | None = N
         page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,
                     "threshold": summary.threshold, "threshold_method": card.threshold_method,
                     "gscan_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return ScanResult(summary, detector, Path(report) if report else None)
+    return ScanResult(summary, detector, Path(report) if report else None, attributor)
