@@ -75,6 +75,18 @@ def split_by_image(samples: list[Sample], val_fraction: float, seed: int) -> tup
     return train, val
 
 
+def stratified_subsample(samples: list[Sample], limit: int | None, seed: int = 0) -> list[Sample]:
+    """At most `limit` whole images, the same number from each source (for quick validation on a budget)."""
+    if not limit or len(samples) <= limit:
+        return samples
+    rng = random.Random(seed)
+    by_source: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_source.setdefault(s.source, []).append(s)
+    per = max(1, limit // len(by_source))
+    return [s for group in by_source.values() for s in rng.sample(group, min(per, len(group)))]
+
+
 def summarise(samples: list[Sample], classes: list[str]) -> dict:
     return {
         "images": len(samples),

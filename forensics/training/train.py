@@ -32,6 +32,7 @@ class TrainConfig:
     task: str = "binary"
     val_dir: Path | None = None
     val_fraction: float = 0.2  # used only without val_dir: split by image
+    val_limit: int | None = None  # validate on a source-stratified subsample of this many images
     arch: str = "tf_efficientnet_lite0"
     pretrained: bool = False
     weights: str | None = None  # a file, or "imagenet-offline"
@@ -114,9 +115,9 @@ def _load_splits(config: TrainConfig):
         val, val_classes = D.discover(config.val_dir, config.task)
         if val_classes != classes:
             raise DataError(f"validation classes {val_classes} differ from training classes {classes}")
-        return samples, val, classes
+        return samples, D.stratified_subsample(val, config.val_limit, config.seed), classes
     train, val = D.split_by_image(samples, config.val_fraction, config.seed)
-    return train, val, classes
+    return train, D.stratified_subsample(val, config.val_limit, config.seed), classes
 
 
 def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainResult:
