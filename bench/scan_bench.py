@@ -73,8 +73,13 @@ def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
     return wall, peak / 1024
 
 
+DEVICE = "cpu"
+SKIP_BASELINE = False
+
+
 def run_gscan(folder: Path, model: str, report: Path, extra: list[str] = ()) -> tuple[float, float]:
-    cmd = [sys.executable, "-m", "cli", "dir", str(folder), "--model", model, "--report", str(report), "-q", *extra]
+    cmd = [sys.executable, "-m", "cli", "dir", str(folder), "--model", model, "--report", str(report), "-q",
+           "--device", DEVICE, *extra]
     return peak_rss_of(cmd)
 
 
@@ -153,7 +158,7 @@ def throughput_table(args) -> dict:
     folder = make_images(args.data / f"bench-{args.images}", args.images)
     files = sorted(find_images(folder))
     model_path = resolve_model(args.model)
-    detector = Detector(model_path, device="cpu")
+    detector = Detector(model_path, device=DEVICE)
     cores = os.cpu_count() or 1
     tpi = tiles_per_image(files, detector.card)
     run_gscan(folder, str(model_path), args.data / "warm.csv")  # warm the page cache for everyone
@@ -161,9 +166,10 @@ def throughput_table(args) -> dict:
     wall, rss = run_gscan(folder, str(model_path), args.data / "gscan.csv")
     results["gscan"] = len(files) / wall
     results["gscan_peak_rss_mb"] = rss
-    results["baseline"] = baseline(files, detector.card, cores)
+    results["baseline"] = float("nan") if SKIP_BASELINE else baseline(files, detector.card, cores)
     results["decode_ceiling"] = decode_ceiling(files, cores)
-    results["model_ceiling"] = model_ceiling(detector, tpi, batch=32)
+    results["model_ceiling"] = model_ceiling(detector, tpi, batch=32 if DEVICE == "cpu" else 128)
+    results["device"] = DEVICE
     results["gscan_over_baseline"] = results["gscan"] / results["baseline"]
     results["gscan_over_min_ceiling"] = results["gscan"] / min(results["decode_ceiling"], results["model_ceiling"])
     return results
@@ -197,7 +203,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 images: a smoke run under a minute")
     parser.add_argument("--rss-scaling", action="store_true")
     parser.add_argument("--cam", action="store_true")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--skip-baseline", action="store_true", help="no PyTorch baseline (a GPU box without torch)")
     args = parser.parse_args()
+    global DEVICE, SKIP_BASELINE
+    DEVICE, SKIP_BASELINE = args.device, args.skip_baseline
     if args.quick:
         args.images = 100
     if args.rss_scaling:

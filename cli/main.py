@@ -130,6 +130,7 @@ def train_command(
     crops_per_image: Annotated[int, typer.Option(help="Random crops drawn per image and epoch.")] = 1,
     balance: Annotated[str, typer.Option(help="Sample classes (class) or class x source (source) equally.")] = "class",
     jpeg_prob: Annotated[float, typer.Option(help="Chance of JPEG re-compression, every class alike.")] = 0.8,
+    jpeg_quality: Annotated[str, typer.Option(help="JPEG quality range for re-compression, LOW-HIGH.")] = "60-95",
     blur_prob: Annotated[float, typer.Option(help="Chance of Gaussian blur, every class alike.")] = 0.3,
     target_fpr: Annotated[float, typer.Option(help="False-positive rate on validation reals for the threshold.")] = 0.01,
 ) -> None:
@@ -143,13 +144,25 @@ def train_command(
                          weights=weights, crop=crop, max_tiles=max_tiles, epochs=epochs, batch_size=batch_size,
                          lr=lr, patience=patience, seed=seed, workers=workers, crops_per_image=crops_per_image,
                          balance=balance, target_fpr=target_fpr,
-                         augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob))
+                         augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob,
+                                         jpeg_quality=_quality_range(jpeg_quality)))
     try:
         with TrainProgress(err) as progress:
             result = train(config, on_progress=progress.update)
     except GscanError as exc:
         raise fail(exc)
     print_train_result(out, result, out_dir)
+
+
+def _quality_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        q = (int(low), int(high or low))
+    except ValueError:
+        raise fail(GscanError(f"--jpeg-quality must look like 60-95, not {text!r}")) from None
+    if not 1 <= q[0] <= q[1] <= 100:
+        raise fail(GscanError(f"--jpeg-quality must lie within 1-100, low first, not {text!r}"))
+    return q
 
 
 @app.command("eval")
@@ -177,12 +190,14 @@ def eval_command(
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder.")],
     onnx_out: Annotated[Path, typer.Option("--out", "-o", help="Target NAME.onnx (NAME.json is written beside).")],
+    companion: Annotated[str, typer.Option(help="Name of the attribution model a scan runs on this model's "
+                                                "fakes.")] = "",
 ) -> None:
     """Export a run to ONNX with its card; refuses unless ONNX Runtime matches PyTorch within 1e-4."""
     from forensics.training.export import export_run
 
     try:
-        card = export_run(run_dir, onnx_out)
+        card = export_run(run_dir, onnx_out, companion=companion)
     except GscanError as exc:
         raise fail(exc)
     out.print(f"exported {onnx_out} (sha256 {card.onnx_sha256[:16]}…, parity "

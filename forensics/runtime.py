@@ -137,10 +137,22 @@ class Detector:
 
     def run(self, tiles: np.ndarray, with_cams: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits (N x classes) and, if asked and exported, per-class maps (N x classes x h x w)."""
-        if with_cams and self.card.heatmap:
-            logits, cams = self.session.run(["logits", self.card.heatmap], {"input": tiles})
-            return logits, cams
-        return self.session.run(["logits"], {"input": tiles})[0], None
+        names = ["logits"] + ([self.card.heatmap] if with_cams and self.card.heatmap else [])
+        if self.device == "cuda":
+            outputs = self.run_bound(tiles, names, "cuda")
+        else:
+            outputs = self.session.run(names, {"input": tiles})
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+    def run_bound(self, tiles: np.ndarray, names: list[str], device_type: str) -> list[np.ndarray]:
+        """Run through IO binding: one host-to-device copy of the batch, outputs allocated on the device and
+        copied back once, so the GPU is not held up by per-call staging."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input", np.ascontiguousarray(tiles, dtype=np.float32))
+        for name in names:
+            binding.bind_output(name, device_type)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
 
 def load_detectors(models: list[str] | None, device: str = "auto") -> tuple[Detector, Detector | None]:

@@ -112,3 +112,15 @@ def read_report(path: Path) -> list[dict]:
     if path.suffix == ".json":
         return json.loads(path.read_text())
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_io_binding_path_matches_plain_run(tiny_onnx: Path):
+    """The CUDA path's IO binding, exercised on the CPU provider (CI has no GPU): same numbers as a plain run."""
+    from forensics.runtime import Detector
+
+    detector = Detector(tiny_onnx, device="cpu")
+    tiles = np.random.default_rng(0).standard_normal((5, 3, TINY_CROP, TINY_CROP)).astype(np.float32)
+    logits, cams = detector.run(tiles, with_cams=True)
+    bound = detector.run_bound(tiles, ["logits", "cams"], "cpu")
+    assert np.allclose(bound[0], logits, atol=1e-6) and np.allclose(bound[1], cams, atol=1e-6)
+    assert cams.shape[:2] == (5, 2)

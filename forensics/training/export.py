@@ -99,9 +99,11 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray) ->
     return diff
 
 
-def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None = None) -> ModelCard:
+def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None = None,
+               companion: str = "") -> ModelCard:
     """Write OUT.onnx (card in its metadata) and OUT.json (card plus the file's sha256)."""
     model, card = load_checkpoint(run_dir)
+    card.companion = companion or card.companion
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise ModelError(f"export target must end in .onnx, not {out_path.name}")

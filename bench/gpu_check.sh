@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# GPU check for gscan, for a machine with an NVIDIA GPU and no network.
+# Installs from wheels carried beside this script (WHEELS, default bench/wheels: onnxruntime-gpu and its
+# nvidia-* CUDA/cuDNN wheels, plus gscan's scan-side dependencies), then prints the scan benchmark table with the
+# CUDA provider, using every core for decoding. Target: gscan >= 90% of the decode ceiling.
+#
+#   pip download -d bench/wheels onnxruntime-gpu 'onnxruntime-gpu[cuda,cudnn]' numpy pillow typer rich onnx
+#   bash bench/gpu_check.sh [IMAGES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=${WHEELS:-bench/wheels}
+IMAGES=${1:-2000}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no NVIDIA GPU"; exit 2; }
+if [ -d "$WHEELS" ]; then
+  python3 -m pip install --quiet --no-index --find-links "$WHEELS" onnxruntime-gpu numpy pillow typer rich onnx || true
+fi
+python3 - <<'PY'
+import onnxruntime as ort
+ort.preload_dlls()
+print("onnxruntime", ort.__version__, ort.get_available_providers())
+PY
+echo "cores: $(nproc)"
+python3 bench/scan_bench.py --images "$IMAGES" --device cuda --skip-baseline
