@@ -132,6 +132,8 @@ def train_command(
     jpeg_prob: Annotated[float, typer.Option(help="Chance of JPEG re-compression, every class alike.")] = 0.8,
     jpeg_quality: Annotated[str, typer.Option(help="JPEG quality range for re-compression, LOW-HIGH.")] = "60-95",
     blur_prob: Annotated[float, typer.Option(help="Chance of Gaussian blur, every class alike.")] = 0.3,
+    val_perturb: Annotated[Optional[str], typer.Option(help="Choose the best epoch on val degraded alike, "
+                                                           "e.g. jpeg:75.")] = None,
     target_fpr: Annotated[float, typer.Option(help="False-positive rate on validation reals for the threshold.")] = 0.01,
 ) -> None:
     """Fine-tune a timm backbone on native-resolution crops and write a checkpoint with its card."""
@@ -143,7 +145,7 @@ def train_command(
     config = TrainConfig(data_dir=data_dir, out=out_dir, task=task, val_dir=val, arch=arch, pretrained=pretrained,
                          weights=weights, crop=crop, max_tiles=max_tiles, epochs=epochs, batch_size=batch_size,
                          lr=lr, patience=patience, seed=seed, workers=workers, crops_per_image=crops_per_image,
-                         balance=balance, target_fpr=target_fpr,
+                         balance=balance, target_fpr=target_fpr, val_perturb=val_perturb,
                          augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob,
                                          jpeg_quality=_quality_range(jpeg_quality)))
     try:

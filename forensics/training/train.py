@@ -33,6 +33,7 @@ class TrainConfig:
     val_dir: Path | None = None
     val_fraction: float = 0.2  # used only without val_dir: split by image
     val_limit: int | None = None  # validate on a source-stratified subsample of this many images
+    val_perturb: str | None = None  # degrade every val image alike when choosing the best epoch, e.g. jpeg:75
     arch: str = "tf_efficientnet_lite0"
     pretrained: bool = False
     weights: str | None = None  # a file, or "imagenet-offline"
@@ -80,7 +81,8 @@ def _val_score(task: str, metrics: dict) -> float:
 
 def _validate(model, samples, card, config) -> dict:
     model.eval()
-    probs, sizes = score_samples(samples, _predict_fn(model), card, workers=config.workers)
+    probs, sizes = score_samples(samples, _predict_fn(model), card, parse_perturbation(config.val_perturb),
+                                 workers=config.workers)
     labels = np.array([s.label for s in samples])
     loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
     if card.task == "binary":
