@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from forensics import __version__
@@ -47,7 +48,7 @@ def main(
 
 
 def fail(exc: GscanError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -65,6 +66,8 @@ def dir_command(
     threshold: Annotated[Optional[float], typer.Option(help="Override the model card's threshold.")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
     html: Annotated[Optional[Path], typer.Option(help="Write a self-contained triage page (HTML) here.")] = None,
+    engine: Annotated[str, typer.Option(help="local (in-process) or ray (Ray Data; needs gscan[ray]).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default a local cluster.")] = None,
     cam_dir: Annotated[Optional[Path], typer.Option(help="Write a Grad-CAM heatmap PNG per selected image here.")] = None,
     cam_for: Annotated[str, typer.Option(help="Which images get heatmaps: fake, all or none.")] = "fake",
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the report's rows for files whose path, size and "
@@ -84,7 +87,8 @@ def dir_command(
     shown: list[dict] = []
     try:
         with ScanProgress(err, enabled=not quiet) as progress:
-            result = scan_to_report(path, model, report, device, options, resume=resume, html=html,
+            result = scan_to_report(path, model, report, device, options, resume=resume, html=html, engine=engine,
+                                    ray_address=ray_address,
                                     on_rows=lambda rows: (progress.advance(rows), shown.extend(rows[: 50 - len(shown)])))
     except GscanError as exc:
         raise fail(exc)
@@ -227,7 +231,7 @@ def cam_command(
     except GscanError as exc:
         raise fail(exc)
     for r in results:
-        out.print(f"{r.image}: class '{r.target}' at {', '.join(r.layers)} -> {r.out}", soft_wrap=True)
+        out.print(escape(f"{r.image}: class '{r.target}' at {', '.join(r.layers)} -> {r.out}"), soft_wrap=True)
 
 
 def run() -> None:

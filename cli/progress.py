@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -46,7 +47,8 @@ def print_rows(console: Console, rows: list[dict], total: int) -> None:
         status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
         label = {"fake": "[red]fake[/]", "real": "[green]real[/]"}.get(r["label"] or "", r["label"] or "")
         generator = f"{r['generator']} ({r['generator_score']:.2f})" if r.get("generator") else ""
-        table.add_row(r["path"], label, score, generator, str(r["tiles"] or ""), status)
+        # file names and errors are data, never markup
+        table.add_row(escape(r["path"]), label, score, escape(generator), str(r["tiles"] or ""), escape(status))
     console.print(table)
 
 

@@ -54,6 +54,16 @@ class ScanSummary:
     model: str = ""
     labels: dict[str, int] = field(default_factory=dict)
 
+    def add(self, row: dict) -> None:
+        """Count one finished row."""
+        self.files += 1
+        self.tiles += int(row["tiles"] or 0)
+        if row["status"] == "error":
+            self.errors += 1
+        else:
+            self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
+        self.real, self.fake = self.labels.get("real", 0), self.labels.get("fake", 0)
+
     @property
     def images_per_second(self) -> float:
         return self.files / self.seconds if self.seconds > 0 else 0.0
@@ -287,12 +297,7 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
 
     def count(rows: list[dict]) -> None:
         for row in rows:
-            summary.files += 1
-            summary.tiles += int(row["tiles"] or 0)
-            if row["status"] == "error":
-                summary.errors += 1
-            else:
-                summary.labels[row["label"]] = summary.labels.get(row["label"], 0) + 1
+            summary.add(row)
         sink(rows)
 
     if options.wants_cams() and not detector.card.heatmap:
@@ -314,7 +319,6 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
             runner.add(item)
         runner.flush()
     summary.seconds = time.perf_counter() - started
-    summary.real, summary.fake = summary.labels.get("real", 0), summary.labels.get("fake", 0)
     return summary
 
 
@@ -337,7 +341,8 @@ class ScanResult:
 
 def scan_to_report(root: Path, models: list[str] | None = None, report: Path | None = None, device: str = "auto",
                    options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
-                   resume: bool = False, html: Path | None = None) -> ScanResult:
+                   resume: bool = False, html: Path | None = None, engine: str = "local",
+                   ray_address: str | None = None) -> ScanResult:
     """Load a model, scan root and stream the rows into the report (if any) and to on_rows.
 
     resume: reuse the report's rows for files whose path, size and modification time are unchanged, scan the
@@ -368,7 +373,16 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         on_rows(rows)
 
     try:
-        summary = scan_directory(root, detector, sink, options, attributor)
+        if engine == "ray":
+            from .engines.ray import scan_with_ray
+
+            if attributor is not None or options.previous:
+                raise GscanError("--engine ray runs one model without --resume; use --engine local for those")
+            summary = scan_with_ray(find_images(root), detector.path, sink, options, detector.device, ray_address)
+        elif engine == "local":
+            summary = scan_directory(root, detector, sink, options, attributor)
+        else:
+            raise GscanError(f"unknown engine {engine!r}: use local or ray")
     finally:
         if writer:
             writer.close()

@@ -1,0 +1,1 @@
+"""Scan engines other than the in-process one (forensics.scan)."""
