@@ -4,6 +4,7 @@
     python bench/scan_bench.py --quick                # under a minute on 2 cores
     python bench/scan_bench.py --rss-scaling          # peak RSS of gscan on 1,000 vs 10,000 small files
     python bench/scan_bench.py --cam                  # wall time with heatmaps for every image vs none
+    python bench/scan_bench.py --load 20000           # 20,000 small files: one row each, time, peak RSS
 
 Baseline (CNNDetection demo_dir.py style): the same architecture in PyTorch eager mode over a DataLoader with one
 worker process per core, batch 32 images, the same native-resolution crops. gscan: `gscan dir` in a subprocess,
@@ -186,6 +187,19 @@ def rss_scaling(args) -> dict:
     return out
 
 
+def load_test(args) -> dict:
+    """Many small files (a few KB each): one row per file, time and peak RSS."""
+    import csv
+
+    folder = make_images(args.data / f"load-{args.load}", args.load, seed=2, sizes=(32, 64))
+    report = args.data / f"load-{args.load}.csv"
+    wall, rss = run_gscan(folder, str(resolve_model(args.model)), report)
+    with open(report, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {"files": args.load, "rows": len(rows), "unique_paths": len({r["path"] for r in rows}),
+            "seconds": wall, "images_per_second": args.load / wall, "peak_rss_mb": rss}
+
+
 def cam_overhead(args) -> dict:
     folder = make_images(args.data / f"bench-{args.images}", args.images)
     model = str(resolve_model(args.model))
@@ -203,6 +217,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 images: a smoke run under a minute")
     parser.add_argument("--rss-scaling", action="store_true")
     parser.add_argument("--cam", action="store_true")
+    parser.add_argument("--load", type=int, default=0, help="scan this many small files (e.g. 20000)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--skip-baseline", action="store_true", help="no PyTorch baseline (a GPU box without torch)")
     args = parser.parse_args()
@@ -210,7 +225,9 @@ def main() -> None:
     DEVICE, SKIP_BASELINE = args.device, args.skip_baseline
     if args.quick:
         args.images = 100
-    if args.rss_scaling:
+    if args.load:
+        result = load_test(args)
+    elif args.rss_scaling:
         result = rss_scaling(args)
     elif args.cam:
         result = cam_overhead(args)
