@@ -120,8 +120,9 @@ class TrainProgress:
 
 def print_train_result(console: Console, result, out_dir: Path) -> None:
     card = result.card
+    decision = f"threshold {card.threshold:.4f}" if card.task == "binary" else "the top class is the answer"
     console.print(f"trained {card.arch} ({card.task}: {', '.join(card.classes)}) in {result.seconds:.0f} s; "
-                  f"best epoch {result.best_epoch}; threshold {card.threshold:.4f}")
+                  f"best epoch {result.best_epoch}; {decision}")
     print_metrics(console, card.metrics.get("val", {}))
     console.print(f"run folder: {out_dir} (model.safetensors, card.json, history.json, curves.png)")
 
