@@ -61,7 +61,7 @@ def dir_command(
     report: Annotated[Optional[Path], typer.Option("--report", "-r",
                                                    help="Write rows to .csv, .json or .jsonl as the scan goes.")] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per inference call; 0 = automatic.")] = 0,
-    workers: Annotated[int, typer.Option(help="Decode threads; 0 = one per core.")] = 0,
+    workers: Annotated[int, typer.Option(help="Decode threads; 0 = one per core but one.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(help="Override the model card's threshold.")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
