@@ -33,8 +33,8 @@ TASKS = {"binary": "faces", "attribution": "gans"}
 PERTURBATIONS = ["none", "jpeg:95", "jpeg:75", "blur:1", "resize:0.5"]
 BUDGETS = {
     # CPU, 2 cores: small crops, a few hundred crops per epoch, a fixed subsample of val per task
-    "cpu": {"crop": 128, "epochs": 3, "samples_per_epoch": 384, "crops_per_image": {"binary": 1, "attribution": 8},
-            "val_limit": 160, "batch_size": 32},
+    "cpu": {"crop": 128, "epochs": 2, "samples_per_epoch": 256, "crops_per_image": {"binary": 1, "attribution": 8},
+            "val_limit": 80, "batch_size": 32},
     # the study's settings (GPU): native crops at the timm input size, all data, more epochs
     "full": {"crop": None, "epochs": 15, "samples_per_epoch": None, "crops_per_image": {"binary": 1, "attribution": 32},
              "val_limit": None, "batch_size": 64},

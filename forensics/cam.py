@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-MAX_DISPLAY_SIDE = 1024  # overlays of larger images are scaled down for display (the row's notes say so)
+MAX_DISPLAY_SIDE = 512  # overlays of larger images are scaled down for display (the row's notes say so)
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}
@@ -45,13 +45,20 @@ def display_scale(height: int, width: int) -> float:
     return min(1.0, MAX_DISPLAY_SIDE / max(height, width))
 
 
-def overlay(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the jet-coloured map (normalised to its own peak) over the image."""
+_JET_LUT = jet(np.linspace(0.0, 1.0, 256))
+
+
+def overlay(pixels: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Blend the jet-coloured map (normalised to its own peak) half and half over the image where it is positive.
+    A lookup table and integer arithmetic: this runs for every selected image of a scan."""
     peak = float(heat.max())
-    norm = heat / peak if peak > 0 else heat
-    colour = jet(norm).astype(np.float32)
-    weight = (alpha * (norm > 0))[..., None]
-    return (pixels.astype(np.float32) * (1 - weight) + colour * weight).astype(np.uint8)
+    out = np.array(pixels, dtype=np.uint8, copy=True)
+    if peak <= 0:
+        return out
+    covered = heat > 0
+    colour = _JET_LUT[(heat[covered] * (255.0 / peak)).astype(np.uint8)]
+    out[covered] = ((out[covered].astype(np.uint16) + colour) >> 1).astype(np.uint8)
+    return out
 
 
 def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[tuple[int, int]], crop: int,

@@ -223,6 +223,7 @@ class BatchRunner:
         self.heatmaps, self.attribution = heatmaps, attribution
         self.pending: list[Prepared] = []
         self.pending_tiles = 0
+        self.waiting: deque[tuple[list[dict], list[tuple[dict, Future]]]] = deque()
 
     def add(self, item: Prepared) -> None:
         self.pending.append(item)
@@ -269,12 +270,28 @@ class BatchRunner:
             except Exception as exc:  # the verdicts stand; only the generator is missing, and the row says why
                 for row, _ in fakes:
                     row["notes"] = "; ".join(filter(None, [row["notes"], f"attribution failed: {exc}"]))
-        for row, future in writes:
-            if future.exception() is not None:
-                row.update(cam_path=None, notes="; ".join(filter(None, [row["notes"],
-                                                                         f"heatmap failed: {future.exception()}"])))
-        self.sink(rows)
+        self.waiting.append((rows, writes))
+        self._release(block=len(self.waiting) > 2)
 
+    def _release(self, block: bool) -> None:
+        """Hand finished batches to the sink in order. Heatmap PNGs are written on the pool while later batches
+        run inference; a batch's rows go out once its PNGs exist (or say why one failed)."""
+        while self.waiting:
+            rows, writes = self.waiting[0]
+            if not block and not all(f.done() for _, f in writes):
+                return
+            for row, future in writes:
+                if future.exception() is not None:
+                    row.update(cam_path=None, notes="; ".join(filter(None, [row["notes"],
+                                                                             f"heatmap failed: {future.exception()}"])))
+            self.waiting.popleft()
+            self.sink(rows)
+            block = len(self.waiting) > 2
+
+    def finish(self) -> None:
+        self.flush()
+        while self.waiting:
+            self._release(block=True)
 
 def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int):
     """pool.map that keeps at most `window` results in flight, so memory stays flat on huge folders."""
@@ -318,7 +335,7 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
         for item in _bounded_map(pool, work, paths, window=workers * 4):
             summary.reused += item.reused is not None
             runner.add(item)
-        runner.flush()
+        runner.finish()
     summary.seconds = time.perf_counter() - started
     return summary
 

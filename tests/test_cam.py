@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH, TINY_CROP, invoke
-from forensics.cam import heatmap_canvas
+from forensics.cam import MAX_DISPLAY_SIDE, heatmap_canvas
 from forensics.images import decode_file
 from forensics.runtime import Detector
 from forensics.tiling import extract_tiles
@@ -124,10 +124,10 @@ def test_one_png_per_selected_image_named_by_hash(quadrant_model, tmp_path: Path
         assert path.parent == cams and path.name == f"{row['sha256']}.png"
         w, h = sizes[row["path"]]
         shown = Image.open(path).size
-        if max(w, h) <= 1024:
+        if max(w, h) <= MAX_DISPLAY_SIDE:
             assert shown == (w, h)
         else:
-            assert max(shown) == 1024 and "scaled" in row["notes"]
+            assert max(shown) == MAX_DISPLAY_SIDE and "scaled" in row["notes"]
         assert row["cam_max"] >= 0 and row["cam_class"] in ("real", "fake")
         assert row["cam_class"] == row["label"]
 
