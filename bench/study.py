@@ -28,7 +28,7 @@ from forensics.training.evaluate import (evaluate_attribution, evaluate_binary, 
 from forensics.perturb import parse_perturbation  # noqa: E402
 from forensics.training.train import TrainConfig, train  # noqa: E402
 
-ARCHS = ["resnet50", "resnet101", "legacy_xception", "tf_efficientnet_lite0"]
+ARCHS = ["tf_efficientnet_lite0", "resnet50", "legacy_xception", "resnet101"]  # fastest first
 TASKS = {"binary": "faces", "attribution": "gans"}
 PERTURBATIONS = ["none", "jpeg:95", "jpeg:75", "blur:1", "resize:0.5"]
 BUDGETS = {
@@ -68,7 +68,7 @@ def run_cell(arch: str, task: str, data: Path, budget: dict, out: Path, pretrain
             "curves": str(run_dir / "curves.png")}
 
 
-def write_results(cells: list[dict], budget_name: str, budget: dict, docs: Path) -> Path:
+def write_results(cells: list[dict], budget_name: str, budget: dict, docs: Path, pending: list[str] = ()) -> Path:
     figures = docs / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     lines = ["# Results: the study's backbone grid", "",
@@ -97,6 +97,8 @@ def write_results(cells: list[dict], budget_name: str, budget: dict, docs: Path)
         key = "roc_auc" if "roc_auc" in base else "accuracy"
         cellv = [f"{c['robustness'][p][key]:.3f} ({c['robustness'][p][key] - base[key]:+.3f})" for p in PERTURBATIONS]
         lines.append(f"| {c['task']} ({key}) | {c['arch']} | " + " | ".join(cellv) + " |")
+    if pending:
+        lines += ["", "Not run yet (the run was stopped before these cells): " + ", ".join(pending) + "."]
     path = docs / "RESULTS.md"
     path.write_text("\n".join(lines) + "\n")
     (docs / "results.json").write_text(json.dumps(cells, indent=2) + "\n")
@@ -114,13 +116,15 @@ def main() -> None:
     parser.add_argument("--pretrained", action="store_true", help="timm hub weights (needs internet)")
     args = parser.parse_args()
     budget = BUDGETS[args.budget]
+    grid = [(arch, task) for arch in args.archs for task in args.tasks]
     cells = []
-    for task in args.tasks:
-        for arch in args.archs:
-            print(f"== {task} / {arch}", flush=True)
-            cells.append(run_cell(arch, task, args.data, budget, args.out, args.pretrained))
-            print(json.dumps(cells[-1]["robustness"]["none"]), f"{cells[-1]['train_seconds']:.0f} s", flush=True)
-    print(write_results(cells, args.budget, budget, args.docs))
+    for i, (arch, task) in enumerate(grid):
+        print(f"== {task} / {arch}", flush=True)
+        cells.append(run_cell(arch, task, args.data, budget, args.out, args.pretrained))
+        print(json.dumps(cells[-1]["robustness"]["none"]), f"{cells[-1]['train_seconds']:.0f} s", flush=True)
+        # written after every cell, so a stopped run still leaves its table
+        write_results(cells, args.budget, budget, args.docs, [f"{t}/{a}" for a, t in grid[i + 1:]])
+    print(args.docs / "RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from forensics import __version__
 from forensics.errors import GscanError

@@ -75,16 +75,23 @@ def print_summary(console: Console, result) -> None:
 
 
 def print_models(console: Console, models) -> None:
-    table = Table(title="shipped models")
-    for col in ("name", "task", "arch", "classes", "crop", "threshold", "val ROC-AUC (q75)", "val accuracy"):
-        table.add_column(col)
+    """A few lines per model (a wide table would cut names off on narrow terminals)."""
+    if not models:
+        console.print("no shipped models")
     for m in models:
         c = m.card
-        jpeg = c.metrics.get("val_jpeg75", {})
-        auc = jpeg.get("roc_auc")
-        table.add_row(c.name, c.task, c.arch, ", ".join(c.classes), str(c.tiling.crop), f"{c.threshold:.4f}",
-                      "" if auc is None else f"{auc:.4f}", f"{c.metrics.get('val', {}).get('accuracy', float('nan')):.4f}")
-    console.print(table)
+        val, q75 = c.metrics.get("val", {}), c.metrics.get("val_jpeg75", {})
+        if c.task == "binary":
+            quality = (f"val ROC-AUC {val.get('roc_auc', float('nan')):.4f} as stored, "
+                       f"{q75.get('roc_auc', float('nan')):.4f} at JPEG q75; threshold {c.threshold:.4f}")
+        else:
+            quality = (f"val per-image accuracy {val.get('accuracy', float('nan')):.4f} as stored, "
+                       f"{q75.get('accuracy', float('nan')):.4f} at JPEG q75")
+        console.print(escape(f"{c.name}  ({c.task}, {c.arch}, crop {c.tiling.crop}, up to {c.tiling.max_tiles} tiles)"),
+                      style="bold", soft_wrap=True)
+        console.print(escape(f"  classes: {', '.join(c.classes)}"), soft_wrap=True)
+        console.print(escape(f"  {quality}") + (escape(f"; companion {c.companion}") if c.companion else ""),
+                      soft_wrap=True)
 
 
 class TrainProgress:
