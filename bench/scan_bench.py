@@ -15,7 +15,6 @@ Model ceiling: ONNX Runtime alone on pre-made tiles, converted to images/s with 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
