@@ -112,15 +112,16 @@ class ReportWriter:
             self.count += 1
         self._fh.flush()
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Finalise the report; with complete=False (the scan failed) an atomic report stays NAME.partial."""
         if self._fh.closed:
             return
-        if self.format == "json":
+        if self.format == "json" and complete:
             self._fh.write("\n]\n" if self.count else "]\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        if self._target != self.path:
+        if self._target != self.path and complete:
             os.replace(self._target, self.path)
 
     def __enter__(self) -> "ReportWriter":

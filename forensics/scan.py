@@ -379,6 +379,8 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
             raise GscanError("--resume needs --report: the report to resume")
         options.previous = {row["path"]: row for row in read_rows(report)}
     detector, attributor = load_detectors(models, device)
+    if engine == "ray" and attributor is not None and len(models or []) < 2:
+        attributor = None  # a card's companion is a convenience of the local engine, not a requirement
     options.previews = html is not None
     writer = ReportWriter(report, atomic=resume) if report else None
     page = TriagePage(html) if html else None
@@ -395,15 +397,18 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
             from .engines.ray import scan_with_ray
 
             if attributor is not None or options.previous:
-                raise GscanError("--engine ray runs one model without --resume; use --engine local for those")
+                raise GscanError("--engine ray runs one model, without --resume: use --engine local for those")
             summary = scan_with_ray(find_images(root), detector.path, sink, options, detector.device, ray_address)
         elif engine == "local":
             summary = scan_directory(root, detector, sink, options, attributor)
         else:
             raise GscanError(f"unknown engine {engine!r}: use local or ray")
-    finally:
+    except BaseException:
         if writer:
-            writer.close()
+            writer.close(complete=False)  # keep the valid prefix; never replace a report with an unfinished one
+        raise
+    if writer:
+        writer.close()
     if page:
         card = detector.card
         page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,

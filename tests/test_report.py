@@ -61,3 +61,19 @@ def test_json_is_finalised_atomically(tmp_path: Path):
 def test_unknown_format_is_refused(tmp_path: Path):
     with pytest.raises(GscanError):
         ReportWriter(tmp_path / "r.xlsx")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_failed_atomic_report_never_replaces_the_old_one(tmp_path: Path, suffix: str):
+    from forensics.report import read_rows
+
+    path = tmp_path / f"r{suffix}"
+    with ReportWriter(path) as writer:
+        writer.write(ROWS)
+    before = path.read_bytes()
+    writer = ReportWriter(path, atomic=True)  # as a resumed scan writes
+    writer.write(ROWS[:1])
+    writer.close(complete=False)  # the scan failed part-way
+    assert path.read_bytes() == before
+    partial = path.with_name(path.name + ".partial")
+    assert partial.exists() and len(read_rows(partial if suffix != ".json" else path)) >= 1
