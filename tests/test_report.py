@@ -65,8 +65,6 @@ def test_unknown_format_is_refused(tmp_path: Path):
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
 def test_failed_atomic_report_never_replaces_the_old_one(tmp_path: Path, suffix: str):
-    from forensics.report import read_rows
-
     path = tmp_path / f"r{suffix}"
     with ReportWriter(path) as writer:
         writer.write(ROWS)
@@ -76,4 +74,4 @@ def test_failed_atomic_report_never_replaces_the_old_one(tmp_path: Path, suffix:
     writer.close(complete=False)  # the scan failed part-way
     assert path.read_bytes() == before
     partial = path.with_name(path.name + ".partial")
-    assert partial.exists() and len(read_rows(partial if suffix != ".json" else path)) >= 1
+    assert partial.exists() and "a b" in partial.read_text()  # the new rows so far stay beside it
