@@ -21,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from results_doc import write_section  # noqa: E402
 from forensics.training.data import Augment, discover, stratified_subsample  # noqa: E402
 from forensics.training.evaluate import (evaluate_attribution, evaluate_binary, load_predictor,  # noqa: E402
                                          score_samples)
@@ -70,7 +71,7 @@ def run_cell(arch: str, task: str, data: Path, budget: dict, out: Path, pretrain
 def write_results(cells: list[dict], budget_name: str, budget: dict, docs: Path, pending: list[str] = ()) -> Path:
     figures = docs / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    lines = ["# Results: the study's backbone grid", "",
+    lines = ["## The study's backbone grid", "",
              f"Budget: **{budget_name}** ({json.dumps(budget)}). "
              + ("A reduced CPU budget: figures show the pipeline and the relative ordering, not the study's "
                 "99%; run `python bench/study.py --budget full` on a GPU for the study's settings." if budget_name == "cpu"
@@ -87,7 +88,7 @@ def write_results(cells: list[dict], budget_name: str, budget: dict, docs: Path,
         auc = f"{r['roc_auc']:.4f}" if "roc_auc" in r else "n/a (per-image accuracy)"
         lines.append(f"| {c['task']} | {c['arch']} | {c['start']} | {r['accuracy']:.4f} | {auc} | "
                      f"{c['train_seconds']:.0f} | {c['epochs_run']} | ![](figures/{curve.name}) |")
-    lines += ["", "## Robustness: every val image perturbed alike", "",
+    lines += ["", "### Robustness: every val image perturbed alike", "",
               "Accuracy (binary: at the card's threshold; attribution: top-1 per image), and ROC-AUC for binary. "
               "The drop is relative to the images as stored.", "",
               "| task | arch | " + " | ".join(PERTURBATIONS) + " |", "|---|---|" + "---|" * len(PERTURBATIONS)]
@@ -98,8 +99,7 @@ def write_results(cells: list[dict], budget_name: str, budget: dict, docs: Path,
         lines.append(f"| {c['task']} ({key}) | {c['arch']} | " + " | ".join(cellv) + " |")
     if pending:
         lines += ["", "Not run yet (the run was stopped before these cells): " + ", ".join(pending) + "."]
-    path = docs / "RESULTS.md"
-    path.write_text("\n".join(lines) + "\n")
+    path = write_section(docs / "RESULTS.md", "study", lines)
     (docs / "results.json").write_text(json.dumps(cells, indent=2) + "\n")
     return path
 

@@ -134,7 +134,13 @@ def train_command(
     balance: Annotated[str, typer.Option(help="Sample classes (class) or class x source (source) equally.")] = "class",
     jpeg_prob: Annotated[float, typer.Option(help="Chance of JPEG re-compression, every class alike.")] = 0.8,
     jpeg_quality: Annotated[str, typer.Option(help="JPEG quality range for re-compression, LOW-HIGH.")] = "60-95",
+    double_jpeg_prob: Annotated[float, typer.Option(help="Chance of a second JPEG pass first, every class "
+                                                         "alike.")] = 0.0,
     blur_prob: Annotated[float, typer.Option(help="Chance of Gaussian blur, every class alike.")] = 0.3,
+    hold_out: Annotated[Optional[list[str]], typer.Option(help="Source kept out of training and epoch selection, "
+                                                               "e.g. real/ciplab-600; repeatable.")] = None,
+    threshold_source: Annotated[Optional[str], typer.Option(help="A held-out source whose images in DATA_DIR set "
+                                                                 "the threshold.")] = None,
     val_perturb: Annotated[Optional[str], typer.Option(help="Choose the best epoch on val degraded alike, "
                                                            "e.g. jpeg:75.")] = None,
     target_fpr: Annotated[float, typer.Option(help="False-positive rate on validation reals for the threshold.")] = 0.01,
@@ -149,7 +155,8 @@ def train_command(
                          weights=weights, crop=crop, max_tiles=max_tiles, epochs=epochs, batch_size=batch_size,
                          lr=lr, patience=patience, seed=seed, workers=workers, crops_per_image=crops_per_image,
                          balance=balance, target_fpr=target_fpr, val_perturb=val_perturb,
-                         augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob,
+                         hold_out=tuple(hold_out or ()), threshold_source=threshold_source,
+                         augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
                                          jpeg_quality=_quality_range(jpeg_quality)))
     try:
         with TrainProgress(err) as progress:
@@ -197,16 +204,29 @@ def export_command(
     onnx_out: Annotated[Path, typer.Option("--out", "-o", help="Target NAME.onnx (NAME.json is written beside).")],
     companion: Annotated[str, typer.Option(help="Name of the attribution model a scan runs on this model's "
                                                 "fakes.")] = "",
+    attach: Annotated[Optional[list[str]], typer.Option(help="NAME=FILE.json: store measured evidence (gscan eval's "
+                                                             "metrics.json, bench/loso.py's table) in the card's "
+                                                             "metrics; repeatable.")] = None,
 ) -> None:
     """Export a run to ONNX with its card; refuses unless ONNX Runtime matches PyTorch within 1e-4."""
     from forensics.training.export import export_run
 
     try:
-        card = export_run(run_dir, onnx_out, companion=companion)
+        card = export_run(run_dir, onnx_out, companion=companion, attach=_named_files(attach or []))
     except GscanError as exc:
         raise fail(exc)
     out.print(f"exported {onnx_out} (sha256 {card.onnx_sha256[:16]}…, parity "
               f"{card.metrics['export']['parity_max_abs_logits']:.1e})")
+
+
+def _named_files(items: list[str]) -> dict[str, Path]:
+    named = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise fail(GscanError(f"--attach takes NAME=FILE.json, not {item!r}"))
+        named[name] = Path(path)
+    return named
 
 
 @app.command("cam")

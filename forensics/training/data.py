@@ -7,6 +7,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -103,6 +104,9 @@ class Augment:
     blur_sigma: tuple[float, float] = (0.1, 1.5)
     jpeg_prob: float = 0.8
     jpeg_quality: tuple[int, int] = (60, 95)
+    # a second JPEG pass before the last one: some sources arrive already JPEG'd (the 128-px fakes), others not;
+    # re-compressing twice at random keeps "compressed once or twice" from carrying the label
+    double_jpeg_prob: float = 0.0
     flip: bool = True
 
     def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
@@ -110,6 +114,8 @@ class Augment:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if rng.random() < self.blur_prob:
             img = img.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur_sigma)))
+        if rng.random() < self.double_jpeg_prob:
+            img = jpeg_roundtrip(img, rng.randint(*self.jpeg_quality))
         if rng.random() < self.jpeg_prob:
             img = jpeg_roundtrip(img, rng.randint(*self.jpeg_quality))
         return img
@@ -122,12 +128,24 @@ def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def random_crop(pixels: np.ndarray, crop: int, rng: random.Random) -> np.ndarray:
-    """A crop x crop window at native resolution; smaller images are returned whole (padded later)."""
+def random_crop(pixels: np.ndarray, crop: int, rng: random.Random, grid: int = 8) -> np.ndarray:
+    """A crop x crop window at native resolution on the 8-px JPEG grid (as a scan tiles), so a stored
+    image's block artefacts keep their phase in training as at scan time; smaller images come whole."""
     h, w = pixels.shape[:2]
-    y = rng.randint(0, max(0, h - crop))
-    x = rng.randint(0, max(0, w - crop))
+    y = rng.randint(0, max(0, h - crop) // grid) * grid
+    x = rng.randint(0, max(0, w - crop) // grid) * grid
     return pixels[y:y + crop, x:x + crop]
+
+
+def exclude_sources(samples: list[Sample], sources: Iterable[str]) -> tuple[list[Sample], list[Sample]]:
+    """(kept, held out): samples whose source (e.g. "real/ciplab-600") or class folder is listed are held out."""
+    held = set(sources)
+    known = {s.source for s in samples} | {s.source.split("/")[0] for s in samples}
+    unknown = held - known
+    if unknown:
+        raise DataError(f"no such source(s) {sorted(unknown)}; sources here: {sorted({s.source for s in samples})}")
+    is_held = [s.source in held or s.source.split("/")[0] in held for s in samples]
+    return ([s for s, h in zip(samples, is_held) if not h], [s for s, h in zip(samples, is_held) if h])
 
 
 class CropDataset(Dataset):

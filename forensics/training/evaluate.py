@@ -98,6 +98,22 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
     return out
 
 
+def calibration(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of the fake probability over equal-width bins, and the bins themselves."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        mask = index == b
+        if not mask.any():
+            continue
+        confidence, observed = float(scores[mask].mean()), float(labels[mask].mean())
+        ece += mask.mean() * abs(confidence - observed)
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(mask.sum()),
+                      "mean_score": confidence, "fraction_fake": observed})
+    return {"ece": float(ece), "bins": table}
+
+
 def attribution_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     pred = probs.argmax(axis=1)
     cm = confusion_matrix(labels, pred, labels=list(range(len(classes))))
@@ -139,6 +155,8 @@ def evaluate_binary(samples: list[Sample], probs: np.ndarray, sizes: np.ndarray,
     scores = probs[:, card.positive_index]
     labels = np.array([s.label for s in samples])
     metrics = binary_metrics(scores, labels, card.threshold)
+    metrics["calibration"] = calibration(scores, labels)
+    metrics["ece"] = metrics["calibration"]["ece"]
     metrics["per_source"] = breakdown((s.source for s in samples), scores, labels, card.threshold)
     bands = [f"{'real' if s.label == 0 else 'fake'} {_band(size)}" for s, size in zip(samples, sizes)]
     metrics["per_resolution"] = breakdown(bands, scores, labels, card.threshold)
@@ -168,6 +186,27 @@ def plot_roc(scores: np.ndarray, labels: np.ndarray, path: Path, title: str) -> 
     ax.plot([0, 1], [0, 1], ":", color="gray")
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(table: dict, path: Path, title: str) -> None:
+    """Reliability diagram: observed fraction of fakes against mean predicted probability, per bin."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = table["bins"]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.5, 5.5), height_ratios=(3, 1), sharex=True)
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfectly calibrated")
+    ax.plot([b["mean_score"] for b in bins], [b["fraction_fake"] for b in bins], "o-",
+            label=f"ECE {table['ece']:.3f}")
+    ax.set(ylabel="fraction fake", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    hist.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["n"] for b in bins],
+             width=[b["high"] - b["low"] for b in bins], edgecolor="black")
+    hist.set(xlabel="predicted probability of fake", ylabel="images")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -235,4 +274,7 @@ def evaluate_model(data_dir: Path, model: str, perturb: str | None = None, out_d
                        f"{card.name} ({perturb or 'as stored'})")
         if card.task == "binary" and "roc_auc" in metrics:
             plot_roc(probs[:, card.positive_index], labels, out_dir / "roc.png", f"{card.name} ({perturb or 'as stored'})")
+        if card.task == "binary":
+            plot_reliability(metrics["calibration"], out_dir / "reliability.png",
+                             f"{card.name} ({perturb or 'as stored'})")
     return metrics

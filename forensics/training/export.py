@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -99,11 +100,21 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray) ->
     return diff
 
 
+def attach_metrics(card: ModelCard, files: dict[str, Path]) -> None:
+    """Copy measured evidence (e.g. `gscan eval` metrics.json, bench/loso.py's table) into card.metrics."""
+    for key, path in files.items():
+        try:
+            card.metrics[key] = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"cannot attach {path} as {key}: {exc}") from exc
+
+
 def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None = None,
-               companion: str = "") -> ModelCard:
+               companion: str = "", attach: dict[str, Path] | None = None) -> ModelCard:
     """Write OUT.onnx (card in its metadata) and OUT.json (card plus the file's sha256)."""
     model, card = load_checkpoint(run_dir)
     card.companion = companion or card.companion
+    attach_metrics(card, attach or {})
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise ModelError(f"export target must end in .onnx, not {out_path.name}")

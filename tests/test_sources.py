@@ -1,0 +1,135 @@
+"""Source-aware training: held-out sources, a threshold set on one, crops on the JPEG grid, calibration."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_ARCH, TINY_CROP, invoke
+from forensics.errors import DataError
+from forensics.perturb import parse_perturbation
+from forensics.training import data as D
+from forensics.training.evaluate import calibration, choose_threshold, load_predictor, score_samples
+from synth import add_trace, natural_image, save
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from results_doc import write_section  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def three_sources(tmp_path_factory) -> dict[str, Path]:
+    """Two real sources (camera, scanner) and one fake; scanner is the one to hold out."""
+    root = tmp_path_factory.mktemp("sources")
+    rng = np.random.default_rng(5)
+    for split, n in (("train", 24), ("val", 10)):
+        for i in range(n):
+            for source, fake in (("camera", False), ("scanner", False), ("gan-a", True)):
+                pixels = natural_image(rng, 64, 80)
+                folder = root / split / ("fake" if fake else "real") / source
+                save(add_trace(pixels) if fake else pixels, folder / f"{source}{i:03d}.png")
+    return {"train": root / "train", "val": root / "val"}
+
+
+def test_exclude_sources_by_source_and_class(three_sources):
+    samples, _ = D.discover(three_sources["train"], "binary")
+    kept, held = D.exclude_sources(samples, ["real/scanner"])
+    assert {s.source for s in held} == {"real/scanner"} and len(held) == 24
+    assert {s.source for s in kept} == {"real/camera", "fake/gan-a"} and len(kept) + len(held) == len(samples)
+    _, fakes = D.exclude_sources(samples, ["fake"])
+    assert {s.source for s in fakes} == {"fake/gan-a"}
+    with pytest.raises(DataError, match="no such source"):
+        D.exclude_sources(samples, ["real/nowhere"])
+
+
+def test_random_crops_stay_on_the_jpeg_grid():
+    rng = random.Random(0)
+    for _ in range(200):
+        h, w = rng.randint(20, 300), rng.randint(20, 300)
+        pixels = np.arange(h * w, dtype=np.int64).reshape(h, w)
+        crop = D.random_crop(pixels, 64, rng)
+        y, x = divmod(int(crop[0, 0]), w)
+        assert y % 8 == 0 and x % 8 == 0
+        assert crop.shape == (min(64, h), min(64, w))
+
+
+def test_double_jpeg_passes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(D, "jpeg_roundtrip", lambda img, q: calls.append(q) or img)
+    img = Image.new("RGB", (32, 32))
+    D.Augment(jpeg_prob=1.0, double_jpeg_prob=1.0, blur_prob=0.0, flip=False)(img, random.Random(0))
+    assert len(calls) == 2
+    calls.clear()
+    D.Augment(jpeg_prob=1.0, double_jpeg_prob=0.0, blur_prob=0.0, flip=False)(img, random.Random(0))
+    assert len(calls) == 1
+
+
+def test_threshold_is_set_on_the_held_out_source(three_sources, tmp_path):
+    run = tmp_path / "run"
+    invoke("train", three_sources["train"], "--val", three_sources["val"], "--out", run, "--arch", TINY_ARCH,
+           "--crop", TINY_CROP, "--epochs", 2, "--batch-size", 16, "--workers", 0, "--jpeg-prob", 0,
+           "--blur-prob", 0, "--hold-out", "real/scanner", "--threshold-source", "real/scanner",
+           "--target-fpr", 0.1)
+    card = json.loads((run / "card.json").read_text())
+    assert set(card["training"]["train"]["per_source"]) == {"real/camera", "fake/gan-a"}
+    assert set(card["training"]["val"]["per_source"]) == {"real/camera", "fake/gan-a"}
+    assert "real/scanner" in card["threshold_method"] and "held out" in card["threshold_method"]
+    # the same threshold, recomputed from the held-out training images as stored and at JPEG q75
+    predict, model_card, _ = load_predictor(str(run))
+    held = D.exclude_sources(D.discover(three_sources["train"], "binary")[0], ["real/scanner"])[1]
+    scores = np.concatenate([score_samples(held, predict, model_card, parse_perturbation(spec))[0][:, 1]
+                             for spec in (None, "jpeg:75")])
+    expected = choose_threshold(scores, np.ones(len(scores), bool), 0.1)
+    assert card["threshold"] == pytest.approx(expected, rel=1e-4)
+    assert (scores > card["threshold"] + 1e-6).mean() <= 0.1  # recomputed scores differ in the last bits
+
+
+def test_threshold_source_must_be_held_out(three_sources, tmp_path):
+    result = invoke("train", three_sources["train"], "--out", tmp_path / "r", "--arch", TINY_ARCH,
+                    "--threshold-source", "real/scanner", expect=2)
+    assert "held out" in result.output
+
+
+def test_calibration_error_and_bins():
+    labels = np.array([1] * 5 + [0] * 5)
+    overconfident = calibration(np.full(10, 0.9), labels)
+    assert overconfident["ece"] == pytest.approx(0.4)
+    assert overconfident["bins"] == [{"low": 0.9, "high": 1.0, "n": 10, "mean_score": 0.9, "fraction_fake": 0.5}]
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(size=20000)
+    assert calibration(scores, (rng.uniform(size=20000) < scores).astype(int))["ece"] < 0.02
+
+
+def test_eval_reports_calibration(binary_data, tiny_run, tmp_path):
+    invoke("eval", binary_data["val"], "--model", tiny_run, "--out", tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["ece"] <= 1.0
+    assert sum(b["n"] for b in metrics["calibration"]["bins"]) == metrics["n"]
+    assert (tmp_path / "reliability.png").stat().st_size > 1000
+
+
+def test_results_sections_replace_only_their_own(tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    write_section(doc, "a", ["first"])
+    write_section(doc, "b", ["second"])
+    write_section(doc, "a", ["third"])
+    text = doc.read_text()
+    assert "third" in text and "second" in text and "first" not in text
+    assert text.index("third") < text.index("second")
+
+
+def test_export_attaches_measured_evidence(tiny_run, tmp_path):
+    evidence = tmp_path / "loso.json"
+    evidence.write_text(json.dumps({"rows": [{"real": "real/a", "fake": "fake/b", "roc_auc": 0.97}]}))
+    out = tmp_path / "m.onnx"
+    invoke("export", tiny_run, "--out", out, "--attach", f"leave_one_source_out={evidence}")
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["metrics"]["leave_one_source_out"]["rows"][0]["roc_auc"] == 0.97
+    result = invoke("export", tiny_run, "--out", tmp_path / "n.onnx", "--attach", "no-equals-sign", expect=2)
+    assert "NAME=FILE.json" in result.output
+    invoke("export", tiny_run, "--out", tmp_path / "o.onnx", "--attach", f"x={tmp_path / 'missing.json'}", expect=2)
