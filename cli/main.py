@@ -207,16 +207,19 @@ def export_command(
     attach: Annotated[Optional[list[str]], typer.Option(help="NAME=FILE.json: store measured evidence (gscan eval's "
                                                              "metrics.json, bench/loso.py's table) in the card's "
                                                              "metrics; repeatable.")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights for the CUDA provider (input and "
+                                                      "outputs stay float32); parity within 1% of the logits.")] = False,
 ) -> None:
     """Export a run to ONNX with its card; refuses unless ONNX Runtime matches PyTorch within 1e-4."""
     from forensics.training.export import export_run
 
     try:
-        card = export_run(run_dir, onnx_out, companion=companion, attach=_named_files(attach or []))
+        card = export_run(run_dir, onnx_out, companion=companion, attach=_named_files(attach or []), fp16=fp16)
     except GscanError as exc:
         raise fail(exc)
-    out.print(f"exported {onnx_out} (sha256 {card.onnx_sha256[:16]}…, parity "
-              f"{card.metrics['export']['parity_max_abs_logits']:.1e})")
+    parity = card.metrics["export"]
+    out.print(f"exported {onnx_out} ({card.precision}, sha256 {card.onnx_sha256[:16]}…, parity "
+              f"{parity.get('parity_max_abs_logits_fp16', parity['parity_max_abs_logits']):.1e})")
 
 
 def _named_files(items: list[str]) -> dict[str, Path]:

@@ -49,16 +49,21 @@ _JET_LUT = jet(np.linspace(0.0, 1.0, 256))
 
 
 def overlay(pixels: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """Blend the jet-coloured map (normalised to its own peak) half and half over the image where it is positive.
-    A lookup table and integer arithmetic: this runs for every selected image of a scan."""
+    """Blend the jet-coloured map (normalised to its own peak) half and half over the image where it is positive."""
+    return np.asarray(overlay_image(Image.fromarray(np.asarray(pixels, dtype=np.uint8)), heat))
+
+
+def overlay_image(image: Image.Image, heat: np.ndarray) -> Image.Image:
+    """overlay() on a PIL image. Palette lookup, blend and mask all run in Pillow's C code: this runs for every
+    selected image of a scan, where numpy fancy indexing cost 10-30 ms per 512 x 512 image."""
     peak = float(heat.max())
-    out = np.array(pixels, dtype=np.uint8, copy=True)
     if peak <= 0:
-        return out
-    covered = heat > 0
-    colour = _JET_LUT[(heat[covered] * (255.0 / peak)).astype(np.uint8)]
-    out[covered] = ((out[covered].astype(np.uint16) + colour) >> 1).astype(np.uint8)
-    return out
+        return image
+    index = Image.fromarray((heat * (255.0 / peak)).astype(np.uint8), mode="L")
+    colour = index.convert("P")
+    colour.putpalette(_JET_LUT.tobytes())
+    blended = Image.blend(image, colour.convert("RGB"), 0.5)
+    return Image.composite(blended, image, Image.fromarray((heat > 0).astype(np.uint8) * 255, mode="L"))
 
 
 def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[tuple[int, int]], crop: int,
@@ -70,7 +75,7 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
     image = Image.fromarray(pixels)
     if scale < 1.0:
         image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR)
-    blended = orient(Image.fromarray(overlay(np.asarray(image), heat)), orientation)
+    blended = orient(overlay_image(image, heat), orientation)
     tmp = path.with_name(path.name + ".tmp")
     blended.save(tmp, format="PNG", compress_level=1)
     tmp.replace(path)

@@ -46,6 +46,7 @@ class ModelCard:
     onnx_sha256: str = ""  # of the .onnx file; lives only in the JSON beside it
     companion: str = ""  # an attribution model to run on images called fake
     heatmap: str = ""  # name of the ONNX output holding per-class Grad-CAM maps, "" if the head has none
+    precision: str = "fp32"  # of the exported weights; fp16 models keep float32 input and outputs
 
     @property
     def positive_index(self) -> int:

@@ -133,3 +133,22 @@ def test_export_attaches_measured_evidence(tiny_run, tmp_path):
     result = invoke("export", tiny_run, "--out", tmp_path / "n.onnx", "--attach", "no-equals-sign", expect=2)
     assert "NAME=FILE.json" in result.output
     invoke("export", tiny_run, "--out", tmp_path / "o.onnx", "--attach", f"x={tmp_path / 'missing.json'}", expect=2)
+
+
+def test_fp16_export_scans_like_fp32(binary_data, tiny_run, tiny_onnx, tmp_path):
+    out = tmp_path / "half.onnx"
+    result = invoke("export", tiny_run, "--out", out, "--fp16")
+    assert "fp16" in result.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["precision"] == "fp16" and "parity_max_abs_logits_fp16" in card["metrics"]["export"]
+    import onnx
+    weights = [t for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    reports = {}
+    for name, model in (("fp32", tiny_onnx), ("fp16", out)):
+        reports[name] = tmp_path / f"{name}.json"
+        invoke("dir", binary_data["val"], "--model", model, "--report", reports[name], "--device", "cpu")
+    full, half = (json.loads(reports[k].read_text()) for k in ("fp32", "fp16"))
+    assert [r["path"] for r in full] == [r["path"] for r in half]
+    diffs = [abs(a["score"] - b["score"]) for a, b in zip(full, half)]
+    assert max(diffs) < 0.02 and sum(a["label"] == b["label"] for a, b in zip(full, half)) >= 0.95 * len(full)

@@ -19,6 +19,7 @@ from ..tiling import extract_tiles
 from .models import load_checkpoint
 
 PARITY_TOLERANCE = 1e-4
+FP16_RELATIVE_TOLERANCE = 1e-2
 OUTPUT_NAMES = ["logits", "features", "cams"]
 
 
@@ -85,8 +86,9 @@ def _parity_images(card: ModelCard, extra: list[Path]) -> list[Path]:
     return []
 
 
-def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray) -> float:
-    """Max abs difference between ONNX Runtime's and PyTorch's logits; raises above tolerance."""
+def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray, fp16: bool = False) -> float:
+    """Max abs difference between ONNX Runtime's and PyTorch's logits; raises above tolerance
+    (1e-4 for fp32; for fp16, 1% of the largest |logit|, since half precision keeps about 3 digits)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -94,10 +96,19 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, inputs: np.ndarray) ->
         expected = model(torch.from_numpy(inputs)).numpy()
     got = session.run(["logits"], {"input": inputs})[0]
     diff = float(np.abs(got - expected).max())
-    if not diff <= PARITY_TOLERANCE:
-        raise ModelError(f"ONNX Runtime differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE:g}) on logits: "
-                         "export refused")
+    limit = FP16_RELATIVE_TOLERANCE * max(1.0, float(np.abs(expected).max())) if fp16 else PARITY_TOLERANCE
+    if not diff <= limit:
+        raise ModelError(f"ONNX Runtime{' (fp16)' if fp16 else ''} differs from PyTorch by {diff:.2e} "
+                         f"(> {limit:.2g}) on logits: export refused")
     return diff
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Weights and activations in half precision, input and outputs kept float32 (for the CUDA provider).
+    Uses the converter that ships inside onnxruntime, so no extra dependency."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(proto, keep_io_types=True)
 
 
 def attach_metrics(card: ModelCard, files: dict[str, Path]) -> None:
@@ -110,7 +121,7 @@ def attach_metrics(card: ModelCard, files: dict[str, Path]) -> None:
 
 
 def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None = None,
-               companion: str = "", attach: dict[str, Path] | None = None) -> ModelCard:
+               companion: str = "", attach: dict[str, Path] | None = None, fp16: bool = False) -> ModelCard:
     """Write OUT.onnx (card in its metadata) and OUT.json (card plus the file's sha256)."""
     model, card = load_checkpoint(run_dir)
     card.companion = companion or card.companion
@@ -130,6 +141,11 @@ def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None =
     onnx.save(proto, str(tmp))
     try:
         card.metrics.setdefault("export", {})["parity_max_abs_logits"] = check_parity(model, tmp, inputs)
+        if fp16:
+            proto = to_fp16(proto)
+            onnx.save(proto, str(tmp))
+            card.metrics["export"]["parity_max_abs_logits_fp16"] = check_parity(model, tmp, inputs, fp16=True)
+            card.precision = "fp16"
     except ModelError:
         tmp.unlink(missing_ok=True)
         raise
