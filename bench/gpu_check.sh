@@ -21,3 +21,13 @@ print("onnxruntime", ort.__version__, ort.get_available_providers())
 PY
 echo "cores: $(nproc)"
 python3 bench/scan_bench.py --images "$IMAGES" --device cuda --skip-baseline
+# the same table with half-precision weights (converted from the shipped ONNX file: no torch needed here)
+python3 - <<'PY'
+import onnx
+from onnxruntime.transformers.float16 import convert_float_to_float16  # what `gscan export --fp16` uses
+from forensics.runtime import resolve_model
+proto = convert_float_to_float16(onnx.load(str(resolve_model(None))), keep_io_types=True)
+onnx.save(proto, "/tmp/gscan-fp16.onnx")
+print("fp16 model written to /tmp/gscan-fp16.onnx")
+PY
+python3 bench/scan_bench.py --images "$IMAGES" --device cuda --skip-baseline --model /tmp/gscan-fp16.onnx
