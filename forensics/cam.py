@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .png import write_rgb_png
+
 MAX_DISPLAY_SIDE = 512  # overlays of larger images are scaled down for display (the row's notes say so)
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -77,5 +79,5 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
         image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR)
     blended = orient(overlay_image(image, heat), orientation)
     tmp = path.with_name(path.name + ".tmp")
-    blended.save(tmp, format="PNG", compress_level=1)
+    write_rgb_png(np.asarray(blended.convert("RGB")), tmp)
     tmp.replace(path)
