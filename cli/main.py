@@ -136,6 +136,8 @@ def train_command(
     jpeg_quality: Annotated[str, typer.Option(help="JPEG quality range for re-compression, LOW-HIGH.")] = "60-95",
     double_jpeg_prob: Annotated[float, typer.Option(help="Chance of a second JPEG pass first, every class "
                                                          "alike.")] = 0.0,
+    double_jpeg_quality: Annotated[Optional[str], typer.Option(help="Quality range of that first pass, LOW-HIGH; "
+                                                                    "default --jpeg-quality.")] = None,
     blur_prob: Annotated[float, typer.Option(help="Chance of Gaussian blur, every class alike.")] = 0.3,
     hold_out: Annotated[Optional[list[str]], typer.Option(help="Source kept out of training and epoch selection, "
                                                                "e.g. real/ciplab-600; repeatable.")] = None,
@@ -157,7 +159,9 @@ def train_command(
                          balance=balance, target_fpr=target_fpr, val_perturb=val_perturb,
                          hold_out=tuple(hold_out or ()), threshold_source=threshold_source,
                          augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
-                                         jpeg_quality=_quality_range(jpeg_quality)))
+                                         jpeg_quality=_quality_range(jpeg_quality),
+                                         double_jpeg_quality=_quality_range(double_jpeg_quality)
+                                         if double_jpeg_quality else None))
     try:
         with TrainProgress(err) as progress:
             result = train(config, on_progress=progress.update)

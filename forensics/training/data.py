@@ -107,6 +107,7 @@ class Augment:
     # a second JPEG pass before the last one: some sources arrive already JPEG'd (the 128-px fakes), others not;
     # re-compressing twice at random keeps "compressed once or twice" from carrying the label
     double_jpeg_prob: float = 0.0
+    double_jpeg_quality: tuple[int, int] | None = None  # the first pass's range; default jpeg_quality
     flip: bool = True
 
     def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
@@ -115,7 +116,7 @@ class Augment:
         if rng.random() < self.blur_prob:
             img = img.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur_sigma)))
         if rng.random() < self.double_jpeg_prob:
-            img = jpeg_roundtrip(img, rng.randint(*self.jpeg_quality))
+            img = jpeg_roundtrip(img, rng.randint(*(self.double_jpeg_quality or self.jpeg_quality)))
         if rng.random() < self.jpeg_prob:
             img = jpeg_roundtrip(img, rng.randint(*self.jpeg_quality))
         return img

@@ -191,24 +191,45 @@ def _stored_and_q75(samples, predict, card: ModelCard, workers: int) -> dict:
             for tag, spec in (("val", None), ("val_jpeg75", "jpeg:75"))}
 
 
+def _real_scores_by_source(samples, results: dict, card: ModelCard) -> dict[str, np.ndarray]:
+    """Each real source's fake-probabilities, as stored and at JPEG q75 together."""
+    sources = np.array([s.source for s in samples])
+    is_real = np.array([s.label == 0 for s in samples])
+    scores = {tag: probs[:, card.positive_index] for tag, (probs, _) in results.items()}
+    return {src: np.concatenate([v[is_real & (sources == src)] for v in scores.values()])
+            for src in sorted(set(sources[is_real].tolist()))}
+
+
 def _set_threshold(card: ModelCard, val_samples, val_results: dict, threshold_samples, predict,
                    config: TrainConfig) -> None:
-    """At target_fpr on reals as stored and at JPEG q75: a held-out source's when given, else val's."""
-    if threshold_samples:
-        results = _stored_and_q75(threshold_samples, predict, card, config.workers)
-        samples = threshold_samples
-        where = (f"{config.threshold_source} from the training folder ({len(samples)} images x 2), a source "
-                 f"held out of training and epoch selection, so the rate carries to unseen real sources")
-    else:
-        results, samples = val_results, val_samples
-        where = (f"the validation reals ({sum(s.label == 0 for s in samples)} images x 2); validation metrics "
-                 f"below are therefore optimistic about the false-positive rate")
-    labels = np.array([s.label for s in samples])
-    both = np.concatenate([results[t][0][:, card.positive_index] for t in results])
-    is_real = np.concatenate([labels == 0] * len(results))
-    card.threshold = choose_threshold(both, is_real, config.target_fpr)
-    card.threshold_method = (f"lowest threshold with at most {config.target_fpr:.0%} false positives on the reals "
-                             f"of {where}, as stored and re-encoded to JPEG q75 together")
+    """At target_fpr on reals as stored and at JPEG q75. With a held-out threshold source: the highest of the
+    per-source thresholds over that source (never trained on) and each validation real source, so that no real
+    source we hold exceeds the rate; else over the validation reals pooled."""
+    fpr = config.target_fpr
+    if not threshold_samples:
+        labels = np.array([s.label for s in val_samples])
+        both = np.concatenate([val_results[t][0][:, card.positive_index] for t in val_results])
+        card.threshold = choose_threshold(both, np.concatenate([labels == 0] * len(val_results)), fpr)
+        card.threshold_method = (f"lowest threshold with at most {fpr:.0%} false positives on the validation reals "
+                                 f"({int((labels == 0).sum())} images), as stored and re-encoded to JPEG q75 "
+                                 f"together; validation metrics below are therefore optimistic about the "
+                                 f"false-positive rate")
+        return
+    held = _real_scores_by_source(threshold_samples, _stored_and_q75(threshold_samples, predict, card,
+                                                                     config.workers), card)
+    per_source = {f"{src} (held out, training folder)": v for src, v in held.items()}
+    per_source.update({f"{src} (validation)": v
+                       for src, v in _real_scores_by_source(val_samples, val_results, card).items()})
+    thresholds = {src: choose_threshold(v, np.ones(len(v), bool), fpr) for src, v in per_source.items()}
+    card.threshold = max(thresholds.values())
+    card.training["threshold_per_source"] = thresholds
+    card.threshold_method = (
+        f"highest of the per-source thresholds that keep each real source at or below {fpr:.0%} false positives, "
+        f"as stored and re-encoded to JPEG q75 together: {config.threshold_source} from the training folder "
+        f"({len(threshold_samples)} images, a source held out of training and epoch selection) and each "
+        f"validation real source; the binding one was {max(thresholds, key=thresholds.get)}. Validation FPRs "
+        f"of the other sources are therefore in-sample; {config.threshold_source}'s validation images were "
+        f"not used")
 
 
 def _finalise(out: Path, val_samples, threshold_samples, config: TrainConfig, history: list[dict],
