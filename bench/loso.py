@@ -35,11 +35,10 @@ RECIPES = {
     # the first shipped model's recipe: JPEG on 90% of crops (q60-100), source x class balanced, epoch by val AUC
     "baseline": {"augment": Augment(jpeg_prob=0.9, jpeg_quality=(60, 100), double_jpeg_prob=0.0, blur_prob=0.3),
                  "balance": "source", "val_perturb": None},
-    # the shipped recipe: every crop compressed twice, first at q70-80 then at q60-100, so that how much
-    # compression an image carries says nothing of its class (the 128-px fakes arrive as q75 JPEGs, their reals
-    # as PNG); source x class balanced; epoch chosen on val re-encoded at q75
-    "robust": {"augment": Augment(jpeg_prob=1.0, jpeg_quality=(60, 100), double_jpeg_prob=1.0,
-                                  double_jpeg_quality=(70, 80), blur_prob=0.3),
+    # the shipped recipe: every crop re-compressed (q60-100), half of them twice, so that how much compression
+    # an image carries says less of its class (the 128-px fakes arrive as q75 JPEGs, their reals as PNG);
+    # source x class balanced; epoch chosen on val re-encoded at q75
+    "robust": {"augment": Augment(jpeg_prob=1.0, jpeg_quality=(60, 100), double_jpeg_prob=0.5, blur_prob=0.3),
                "balance": "source", "val_perturb": "jpeg:75"},
 }
 CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75"}
