@@ -41,6 +41,11 @@ RECIPES = {
     "robust": {"augment": Augment(jpeg_prob=1.0, jpeg_quality=(60, 100), double_jpeg_prob=0.5, blur_prob=0.3),
                "balance": "source", "val_perturb": "jpeg:75"},
 }
+# the shipped recipe plus downscaling before the crop (p 0.5, both classes): tests whether the resolution
+# confound (all 128-px images of one class once a source is held out) is what breaks held-out pairs
+RECIPES["robust+rescale"] = {**RECIPES["robust"], "augment": Augment(jpeg_prob=1.0, jpeg_quality=(60, 100),
+                                                                   double_jpeg_prob=0.5, blur_prob=0.3,
+                                                                   rescale_prob=0.5)}
 CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75"}
 
 

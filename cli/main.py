@@ -139,6 +139,8 @@ def train_command(
     double_jpeg_quality: Annotated[Optional[str], typer.Option(help="Quality range of that first pass, LOW-HIGH; "
                                                                     "default --jpeg-quality.")] = None,
     blur_prob: Annotated[float, typer.Option(help="Chance of Gaussian blur, every class alike.")] = 0.3,
+    rescale_prob: Annotated[float, typer.Option(help="Chance of downscaling the whole image before the crop, every "
+                                                     "class alike.")] = 0.0,
     hold_out: Annotated[Optional[list[str]], typer.Option(help="Source kept out of training and epoch selection, "
                                                                "e.g. real/ciplab-600; repeatable.")] = None,
     threshold_source: Annotated[Optional[str], typer.Option(help="A held-out source whose images in DATA_DIR set "
@@ -159,6 +161,7 @@ def train_command(
                          balance=balance, target_fpr=target_fpr, val_perturb=val_perturb,
                          hold_out=tuple(hold_out or ()), threshold_source=threshold_source,
                          augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
+                                         rescale_prob=rescale_prob,
                                          jpeg_quality=_quality_range(jpeg_quality),
                                          double_jpeg_quality=_quality_range(double_jpeg_quality)
                                          if double_jpeg_quality else None))

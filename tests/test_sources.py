@@ -158,3 +158,13 @@ def test_fp16_export_scans_like_fp32(binary_data, tiny_run, tiny_onnx, tmp_path)
     assert [r["path"] for r in full] == [r["path"] for r in half]
     diffs = [abs(a["score"] - b["score"]) for a, b in zip(full, half)]
     assert max(diffs) < 0.02 and sum(a["label"] == b["label"] for a, b in zip(full, half)) >= 0.95 * len(full)
+
+
+def test_rescale_shrinks_to_between_crop_and_native():
+    rng = random.Random(0)
+    big = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    sides = [min(D.Augment(rescale_prob=1.0).rescale(big, 128, rng).shape[:2]) for _ in range(40)]
+    assert all(128 <= s <= 600 for s in sides) and max(sides) - min(sides) > 150
+    assert D.Augment(rescale_prob=0.0).rescale(big, 128, rng) is big
+    small = big[:100, :120]
+    assert D.Augment(rescale_prob=1.0).rescale(small, 128, rng) is small  # never below the crop size

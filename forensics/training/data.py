@@ -109,6 +109,20 @@ class Augment:
     double_jpeg_prob: float = 0.0
     double_jpeg_quality: tuple[int, int] | None = None  # the first pass's range; default jpeg_quality
     flip: bool = True
+    # downscale the whole image (antialiased, as thumbnails are made) before cropping, every class alike, so that
+    # "downscaled" or "small" is not a property of one class only (the 128-px thumbnails come in both classes,
+    # the high-resolution sources not)
+    rescale_prob: float = 0.0
+
+    def rescale(self, pixels: np.ndarray, crop: int, rng: random.Random) -> np.ndarray:
+        """With rescale_prob: shorter side drawn log-uniformly between the crop size and its own size."""
+        short = min(pixels.shape[:2])
+        if short <= crop or rng.random() >= self.rescale_prob:
+            return pixels
+        target = crop * (short / crop) ** rng.random()
+        scale = target / short
+        h, w = max(crop, round(pixels.shape[0] * scale)), max(crop, round(pixels.shape[1] * scale))
+        return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.LANCZOS))
 
     def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
         if self.flip and rng.random() < 0.5:
@@ -167,7 +181,8 @@ class CropDataset(Dataset):
         decoded = decode_file(sample.path)
         if not decoded.ok:
             raise DataError(f"cannot train on {sample.path}: {decoded.error}")
-        patch = random_crop(decoded.pixels, self.policy.crop, rng)
+        pixels = self.augment.rescale(decoded.pixels, self.policy.crop, rng)
+        patch = random_crop(pixels, self.policy.crop, rng)
         patch = np.asarray(self.augment(Image.fromarray(patch), rng))
         tile = np.full((3, self.policy.crop, self.policy.crop), self.policy.pad_value, dtype=np.float32)
         tile[:, :patch.shape[0], :patch.shape[1]] = normalise(patch, self.mean, self.std)
