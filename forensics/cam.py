@@ -9,7 +9,7 @@ from PIL import Image
 
 from .png import write_rgb_png
 
-MAX_DISPLAY_SIDE = 512  # overlays of larger images are scaled down for display (the row's notes say so)
+MAX_DISPLAY_SIDE = 384  # overlays of larger images are scaled down for display (the row's notes say so)
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}
