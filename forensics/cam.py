@@ -80,5 +80,5 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
         image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
     blended = orient(overlay_image(image, heat), orientation)
     tmp = path.with_name(path.name + ".tmp")
-    write_rgb_png(np.asarray(blended.convert("RGB")), tmp)
+    write_rgb_png(np.asarray(blended), tmp)  # decoded pixels are always RGB
     tmp.replace(path)

@@ -155,11 +155,11 @@ def random_crop(pixels: np.ndarray, crop: int, rng: random.Random, grid: int = 8
 def exclude_sources(samples: list[Sample], sources: Iterable[str]) -> tuple[list[Sample], list[Sample]]:
     """(kept, held out): samples whose source (e.g. "real/ciplab-600") or class folder is listed are held out."""
     held = set(sources)
-    known = {s.source for s in samples} | {s.source.split("/")[0] for s in samples}
-    unknown = held - known
+    names = [{s.source, s.source.split("/")[0]} for s in samples]  # a sample answers to its source and its class
+    unknown = held - set().union(*names)
     if unknown:
         raise DataError(f"no such source(s) {sorted(unknown)}; sources here: {sorted({s.source for s in samples})}")
-    is_held = [s.source in held or s.source.split("/")[0] in held for s in samples]
+    is_held = [bool(n & held) for n in names]
     return ([s for s, h in zip(samples, is_held) if not h], [s for s, h in zip(samples, is_held) if h])
 
 
