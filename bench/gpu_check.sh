@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
 # GPU check for gscan, for a machine with an NVIDIA GPU and no network.
-# Installs from wheels carried beside this script (WHEELS, default bench/wheels: onnxruntime-gpu and its
-# nvidia-* CUDA/cuDNN wheels, plus gscan's scan-side dependencies), then prints the scan benchmark table with the
-# CUDA provider, using every core for decoding. Target: gscan >= 90% of the decode ceiling.
+# onnxruntime-gpu comes from wheels carried beside this script (WHEELS, default bench/wheels) or from a folder it
+# was already unpacked into (GSCAN_SITE); the rest of the scan side (numpy, pillow, typer, rich, pandas, onnx) is
+# taken as installed. Then it prints the scan benchmark table with the CUDA provider, every core decoding, for the
+# fp32 model and its fp16 conversion. Target: gscan >= 90% of the decode ceiling.
 #
-#   pip download -d bench/wheels onnxruntime-gpu 'onnxruntime-gpu[cuda,cudnn]' numpy pillow typer rich onnx
-#   bash bench/gpu_check.sh [IMAGES]
+#   pip download --no-deps -d bench/wheels onnxruntime-gpu      # on a machine with network, same Python
+#   bash bench/gpu_check.sh [IMAGES] [REPEAT]                   # scans IMAGES x REPEAT files (hard links)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=${WHEELS:-bench/wheels}
 IMAGES=${1:-2000}
+REPEAT=${2:-10}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no NVIDIA GPU"; exit 2; }
-if [ -d "$WHEELS" ]; then
-  python3 -m pip install --quiet --no-index --find-links "$WHEELS" onnxruntime-gpu numpy pillow typer rich onnx || true
+if [ -z "${GSCAN_SITE:-}" ] && [ -d "$WHEELS" ]; then
+  GSCAN_SITE=/tmp/gscan-site
+  python3 -m pip install --quiet --no-index --no-deps --target "$GSCAN_SITE" "$WHEELS"/onnxruntime_gpu-*.whl
 fi
+if [ -n "${GSCAN_SITE:-}" ]; then export PYTHONPATH="$GSCAN_SITE${PYTHONPATH:+:$PYTHONPATH}"; fi
+# pip-installed CUDA and cuDNN libraries, for an onnxruntime-gpu whose preload_dlls() does not know their layout
+NV_LIBS=$(python3 -c "import site,glob; print(':'.join(sorted({p for s in site.getsitepackages() for p in glob.glob(s + '/nvidia/**/lib', recursive=True)})))")
+export LD_LIBRARY_PATH="${NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 python3 - <<'PY'
+import numpy as np
 import onnxruntime as ort
-ort.preload_dlls()
-print("onnxruntime", ort.__version__, ort.get_available_providers())
+from forensics.runtime import Detector, resolve_model
+print("onnxruntime", ort.__version__, ort.__file__, ort.get_available_providers())
+det = Detector(resolve_model(None), device="cuda")
+logits, _ = det.run(np.zeros((4, 3, det.card.tiling.crop, det.card.tiling.crop), np.float32))
+print("CUDA session:", det.providers, "logits", logits.shape)
 PY
 echo "cores: $(nproc)"
-python3 bench/scan_bench.py --images "$IMAGES" --device cuda --skip-baseline
+python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline
 # the same table with half-precision weights (converted from the shipped ONNX file: no torch needed here)
 python3 - <<'PY'
 import onnx
@@ -30,4 +41,5 @@ proto = convert_float_to_float16(onnx.load(str(resolve_model(None))), keep_io_ty
 onnx.save(proto, "/tmp/gscan-fp16.onnx")
 print("fp16 model written to /tmp/gscan-fp16.onnx")
 PY
-python3 bench/scan_bench.py --images "$IMAGES" --device cuda --skip-baseline --model /tmp/gscan-fp16.onnx
+python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline \
+  --model /tmp/gscan-fp16.onnx

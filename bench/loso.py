@@ -44,6 +44,9 @@ RECIPES = {
 # the shipped recipe plus downscaling before the crop (p 0.5, both classes): tests whether the resolution
 # confound (all 128-px images of one class once a source is held out) is what breaks held-out pairs
 RECIPES["robust+rescale"] = {**RECIPES["robust"], "augment": replace(RECIPES["robust"]["augment"], rescale_prob=0.5)}
+# the shipped recipe seen through NPR's residual x - up(down(x)) (forensics/training/front_end.py): does an
+# input that keeps only upsampling traces stop the model learning each source's pipeline?
+RECIPES["robust+npr"] = {**RECIPES["robust"], "front_end": "npr"}
 CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75"}
 
 
@@ -62,7 +65,7 @@ def run_pair(pair: tuple[str, str], args: argparse.Namespace) -> dict:
     recipe = RECIPES[args.recipe]
     run_dir = args.out / args.recipe / "__".join(p.replace("/", "-") for p in pair)
     config = TrainConfig(data_dir=args.data / "faces" / "train", val_dir=args.data / "faces" / "val", out=run_dir,
-                         weights="imagenet-offline", crop=args.crop, epochs=args.epochs, patience=args.epochs,
+                         weights="imagenet-offline", front_end=recipe.get("front_end", "rgb"), crop=args.crop, epochs=args.epochs, patience=args.epochs,
                          samples_per_epoch=args.samples_per_epoch, val_limit=args.val_limit, hold_out=pair,
                          balance=recipe["balance"], augment=recipe["augment"], val_perturb=recipe["val_perturb"],
                          seed=args.seed)

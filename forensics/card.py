@@ -47,6 +47,7 @@ class ModelCard:
     companion: str = ""  # an attribution model to run on images called fake
     heatmap: str = ""  # name of the ONNX output holding per-class Grad-CAM maps, "" if the head has none
     precision: str = "fp32"  # of the exported weights; fp16 models keep float32 input and outputs
+    front_end: str = "rgb"  # fixed transform inside the network before its first convolution (e.g. npr)
 
     @property
     def positive_index(self) -> int:

@@ -226,8 +226,12 @@ class BatchRunner:
         self.waiting: deque[tuple[list[dict], list[tuple[dict, Future]]]] = deque()
 
     def add(self, item: Prepared) -> None:
+        tiles = 0 if item.tiles is None else len(item.tiles)
+        # Batches stay at or under batch_size tiles, so a CUDA session sees one input shape, not a new one per call.
+        if self.pending_tiles and self.pending_tiles + tiles > self.batch_size:
+            self.flush()
         self.pending.append(item)
-        self.pending_tiles += 0 if item.tiles is None else len(item.tiles)
+        self.pending_tiles += tiles
         # With nothing waiting for inference, rows (errors, reused rows) pass straight through, in order.
         if self.pending_tiles >= self.batch_size or self.pending_tiles == 0:
             self.flush()

@@ -124,3 +124,19 @@ def test_io_binding_path_matches_plain_run(tiny_onnx: Path):
     bound = detector.run_bound(tiles, ["logits", "cams"], "cpu")
     assert np.allclose(bound[0], logits, atol=1e-6) and np.allclose(bound[1], cams, atol=1e-6)
     assert cams.shape[:2] == (5, 2)
+
+
+def test_batches_never_exceed_the_batch_size(tiny_onnx: Path, binary_data):
+    """A batch closes before the image that would overflow it: one input shape per session on CUDA."""
+    from forensics.images import find_images
+    from forensics.runtime import Detector
+    from forensics.scan import ScanOptions, scan_paths
+
+    detector = Detector(tiny_onnx, device="cpu")
+    sizes, run = [], detector.run
+    detector.run = lambda tiles, with_cams=False: (sizes.append(len(tiles)), run(tiles, with_cams))[1]
+    rows: list[dict] = []
+    files = sorted(find_images(binary_data["val"]))
+    summary = scan_paths(files, detector, rows.extend, ScanOptions(batch_size=6, workers=1))
+    assert len(rows) == len(files) == summary.files
+    assert sum(sizes) == summary.tiles and max(sizes) <= 6

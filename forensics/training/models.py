@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from ..card import ModelCard
 from ..errors import ModelError
+from .front_end import apply_front_end
 
 OFFLINE_IMAGENET = "imagenet-offline"
 CHECKPOINT_WEIGHTS = "model.safetensors"
@@ -46,7 +47,7 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def create_model(arch: str, num_classes: int, pretrained: bool = False, weights: str | Path | None = None,
-                 ) -> torch.nn.Module:
+                 front_end: str = "rgb") -> torch.nn.Module:
     """A timm backbone with a fresh `num_classes` head.
 
     weights: None, a file path, or "imagenet-offline"; a checkpoint's classifier is dropped when its
@@ -66,7 +67,7 @@ def create_model(arch: str, num_classes: int, pretrained: bool = False, weights:
             raise ModelError(f"weights do not fit {arch}: {len(set(missing) - head)} tensors missing, "
                              f"e.g. {sorted(set(missing) - head)[:3]}")
         model.load_state_dict(kept, strict=False)
-    return model
+    return apply_front_end(model, front_end)
 
 
 def _classifier_keys(model: torch.nn.Module) -> list[str]:
@@ -90,7 +91,7 @@ def load_checkpoint(run_dir: Path) -> tuple[torch.nn.Module, ModelCard]:
     card = ModelCard.load(card_path)
     model = timm.create_model(card.arch, pretrained=False, num_classes=len(card.classes))
     model.load_state_dict(load_file(str(weights)))
-    return model.eval(), card
+    return apply_front_end(model, card.front_end).eval(), card
 
 
 def default_crop(arch: str) -> int:

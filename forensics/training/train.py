@@ -39,6 +39,7 @@ class TrainConfig:
     arch: str = "tf_efficientnet_lite0"
     pretrained: bool = False
     weights: str | None = None  # a file, or "imagenet-offline"
+    front_end: str = "rgb"  # rgb, or npr: the network sees x - up(down(x)) (see front_end.py)
     crop: int | None = None  # default: timm's input size for the arch
     max_tiles: int = 9
     epochs: int = 10
@@ -143,9 +144,9 @@ def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainR
     mean, std = default_norm(config.arch)
     card = ModelCard(name=config.name or Path(config.out).name, task=config.task, arch=config.arch,
                      classes=classes, tiling=TilingPolicy(crop=crop, max_tiles=config.max_tiles),
-                     mean=tuple(mean), std=tuple(std), gscan_version=__version__)
+                     mean=tuple(mean), std=tuple(std), gscan_version=__version__, front_end=config.front_end)
     card.training = _training_summary(config, train_samples, val_samples, classes)
-    model = create_model(config.arch, len(classes), config.pretrained, config.weights)
+    model = create_model(config.arch, len(classes), config.pretrained, config.weights, config.front_end)
     model = model.to(memory_format=torch.channels_last)
     dataset = D.CropDataset(train_samples, card.tiling, mean, std, config.augment, config.seed,
                             config.crops_per_image)
