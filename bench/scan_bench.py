@@ -1,6 +1,6 @@
 """Scan throughput, side by side in one run: a research-code baseline, gscan end to end, and the two ceilings.
 
-    python bench/scan_bench.py --images 2000          # the table for the note
+    python bench/scan_bench.py --images 2000 --docs   # the table for the note, into docs/RESULTS.md
     python bench/scan_bench.py --quick                # under a minute on 2 cores
     python bench/scan_bench.py --rss-scaling          # peak RSS of gscan on 1,000 vs 10,000 small files
     python bench/scan_bench.py --cam                  # wall time with heatmaps for every image vs none
@@ -289,6 +289,33 @@ def cam_overhead(args, rounds: int = 2) -> dict:
             "overhead": min(cams) / min(plain) - 1}
 
 
+TABLE_ROWS = (("baseline", "baseline (PyTorch eager + DataLoader)"), ("gscan", "gscan dir, end to end"),
+              ("decode_ceiling", "decode ceiling (every core, processes)"),
+              ("model_ceiling", "model ceiling (ONNX Runtime on pre-cut tiles)"),
+              ("decode_tile_threads", "decode + tile on the scan's threads (diagnostic)"))
+
+
+def table_lines(result: dict) -> list[str]:
+    lines = [f"{result['images']} images, {result['cores']} cores, {result['device']}, {result['model']}, "
+             f"{result['tiles_per_image']:.2f} tiles/image", "", "| measure | images/s |", "|---|---|"]
+    lines += [f"| {label} | {result[key]:.1f} |" for key, label in TABLE_ROWS if result[key] == result[key]]
+    ratio = result["gscan_over_baseline"]
+    lines += ["", (f"gscan / baseline **{ratio:.2f}x**, " if ratio == ratio else "") +
+              f"gscan / min(ceilings) **{result['gscan_over_min_ceiling']:.0%}**, gscan / decode ceiling "
+              f"{result['gscan'] / result['decode_ceiling']:.0%}, gscan peak RSS {result['gscan_peak_rss_mb']:.0f} MB."]
+    return lines
+
+
+def write_docs(result: dict, docs: Path) -> None:
+    """The table into its own section of docs/RESULTS.md, one section per device."""
+    from results_doc import write_section
+
+    lines = [f"## Scan throughput ({result['device']})", "",
+             "Written by `python bench/scan_bench.py --docs` (see the script's docstring for what each row measures; "
+             "gscan and the model ceiling are the best of alternating runs).", "", *table_lines(result)]
+    write_section(docs / "RESULTS.md", f"scan-{result['device']}", lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
@@ -301,6 +328,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeat", type=int, default=1, help="scan the images this many times over (hard links)")
     parser.add_argument("--rounds", type=int, default=2, help="gscan and model-ceiling runs, in turn; best of each")
+    parser.add_argument("--docs", action="store_true", help="write the table into docs/RESULTS.md")
     parser.add_argument("--skip-baseline", action="store_true", help="no PyTorch baseline (a GPU box without torch)")
     args = parser.parse_args()
     global DEVICE, SKIP_BASELINE
@@ -317,13 +345,9 @@ def main() -> None:
         result = throughput_table(args)
     print(json.dumps(result, indent=2))
     if "gscan" in result:
-        print(f"\n{result['images']} images, {result['cores']} cores, {result['model']}, "
-              f"{result['tiles_per_image']:.2f} tiles/image")
-        for key in ("baseline", "gscan", "decode_ceiling", "model_ceiling", "decode_tile_threads"):
-            print(f"  {key:16s} {result[key]:8.1f} images/s")
-        print(f"  gscan / baseline        {result['gscan_over_baseline']:.2f}x")
-        print(f"  gscan / min(ceilings)   {result['gscan_over_min_ceiling']:.0%}")
-        print(f"  gscan peak RSS          {result['gscan_peak_rss_mb']:.0f} MB")
+        print("\n".join(["", *table_lines(result)]))
+        if args.docs:
+            write_docs(result, REPO / "docs")
 
 
 if __name__ == "__main__":

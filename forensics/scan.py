@@ -182,7 +182,7 @@ class Attribution:
     def apply(self, pairs: list[tuple[dict, np.ndarray]]) -> None:
         if not pairs:
             return
-        logits, _ = self.detector.run(np.concatenate([tiles for _, tiles in pairs]))
+        logits, _ = self.detector.run([tiles for _, tiles in pairs])
         classes, start = self.detector.card.classes, 0
         for row, tiles in pairs:
             probs = image_probabilities(logits[start:start + len(tiles)])
@@ -244,7 +244,7 @@ class BatchRunner:
         logits, cams, failure = None, None, None
         if scored:
             try:
-                logits, cams = self.detector.run(np.concatenate([p.tiles for p in scored]),
+                logits, cams = self.detector.run([p.tiles for p in scored],
                                                  with_cams=self.heatmaps.dir is not None)
             except Exception as exc:  # e.g. out of memory on one batch: those rows say so, the scan goes on
                 failure = f"inference failed: {exc}"

@@ -124,6 +124,10 @@ def test_io_binding_path_matches_plain_run(tiny_onnx: Path):
     bound = detector.run_bound(tiles, ["logits", "cams"], "cpu")
     assert np.allclose(bound[0], logits, atol=1e-6) and np.allclose(bound[1], cams, atol=1e-6)
     assert cams.shape[:2] == (5, 2)
+    # per-image arrays assembled in the reused staging buffer; a smaller batch next leaves stale rows behind it
+    parts = detector.run_bound([tiles[:2], tiles[2:]], ["logits"], "cpu")[0]
+    assert np.allclose(parts, logits, atol=1e-6)
+    assert np.allclose(detector.run_bound([tiles[3:]], ["logits"], "cpu")[0], logits[3:], atol=1e-6)
 
 
 def test_batches_never_exceed_the_batch_size(tiny_onnx: Path, binary_data):
@@ -134,7 +138,7 @@ def test_batches_never_exceed_the_batch_size(tiny_onnx: Path, binary_data):
 
     detector = Detector(tiny_onnx, device="cpu")
     sizes, run = [], detector.run
-    detector.run = lambda tiles, with_cams=False: (sizes.append(len(tiles)), run(tiles, with_cams))[1]
+    detector.run = lambda tiles, with_cams=False: (sizes.append(sum(map(len, tiles))), run(tiles, with_cams))[1]
     rows: list[dict] = []
     files = sorted(find_images(binary_data["val"]))
     summary = scan_paths(files, detector, rows.extend, ScanOptions(batch_size=6, workers=1))
