@@ -7,10 +7,11 @@
 #
 #   pip download --no-deps -d bench/wheels onnxruntime-gpu      # on a machine with network, same Python
 #   bash bench/gpu_check.sh [IMAGES] [REPEAT]                   # scans IMAGES x REPEAT files (hard links)
+# Defaults: 1,000 images made on the machine, scanned 10 times over; about 3 minutes on an H100 with 16 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=${WHEELS:-bench/wheels}
-IMAGES=${1:-2000}
+IMAGES=${1:-1000}
 REPEAT=${2:-10}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no NVIDIA GPU"; exit 2; }
 if [ -z "${GSCAN_SITE:-}" ] && [ -d "$WHEELS" ]; then
