@@ -65,7 +65,8 @@ def run_pair(pair: tuple[str, str], args: argparse.Namespace) -> dict:
     recipe = RECIPES[args.recipe]
     run_dir = args.out / args.recipe / "__".join(p.replace("/", "-") for p in pair)
     config = TrainConfig(data_dir=args.data / "faces" / "train", val_dir=args.data / "faces" / "val", out=run_dir,
-                         weights="imagenet-offline", front_end=recipe.get("front_end", "rgb"), crop=args.crop, epochs=args.epochs, patience=args.epochs,
+                         weights="imagenet-offline", front_end=recipe.get("front_end", "rgb"), crop=args.crop,
+                         epochs=args.epochs, patience=args.epochs,
                          samples_per_epoch=args.samples_per_epoch, val_limit=args.val_limit, hold_out=pair,
                          balance=recipe["balance"], augment=recipe["augment"], val_perturb=recipe["val_perturb"],
                          seed=args.seed)
