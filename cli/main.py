@@ -159,8 +159,8 @@ def train_command(
 
     config = TrainConfig(data_dir=data_dir, out=out_dir, task=task, val_dir=val, arch=arch, pretrained=pretrained,
                          weights=weights, front_end=front_end, crop=crop, max_tiles=max_tiles, epochs=epochs,
-                         batch_size=batch_size, lr=lr, patience=patience, seed=seed, workers=workers, crops_per_image=crops_per_image,
-                         balance=balance, target_fpr=target_fpr, val_perturb=val_perturb,
+                         batch_size=batch_size, lr=lr, patience=patience, seed=seed, workers=workers,
+                         crops_per_image=crops_per_image, balance=balance, target_fpr=target_fpr, val_perturb=val_perturb,
                          hold_out=tuple(hold_out or ()), threshold_source=threshold_source,
                          augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
                                          rescale_prob=rescale_prob,
