@@ -32,6 +32,8 @@ logits, _ = det.run(np.zeros((4, 3, det.card.tiling.crop, det.card.tiling.crop),
 print("CUDA session:", det.providers, "logits", logits.shape)
 PY
 echo "cores: $(nproc)"
+# where decoding on threads stops scaling (the GPU scan's decode stage runs on threads in one process)
+python3 bench/scan_bench.py --images "$IMAGES" --thread-scaling
 python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline
 # the same table with half-precision weights (converted from the shipped ONNX file: no torch needed here)
 python3 - <<'PY'

@@ -5,6 +5,7 @@
     python bench/scan_bench.py --rss-scaling          # peak RSS of gscan on 1,000 vs 10,000 small files
     python bench/scan_bench.py --cam                  # wall time with heatmaps for every image vs none
     python bench/scan_bench.py --load 20000           # 20,000 small files: one row each, time, peak RSS
+    python bench/scan_bench.py --thread-scaling       # decode+tile on n threads vs n processes (the GIL's share)
 
 Baseline (CNNDetection demo_dir.py style): the same architecture in PyTorch eager mode over a DataLoader with one
 worker process per core, batch 32 images, the same native-resolution crops. gscan: `gscan dir` in a subprocess,
@@ -331,6 +332,22 @@ def write_docs(result: dict, docs: Path) -> None:
     write_section(docs / "RESULTS.md", f"scan-{result['device']}", lines)
 
 
+def thread_scaling(args) -> dict:
+    """Decode and tile on 1, 2, 4, ... threads in one process against the same on as many processes: where the
+    thread curve flattens below the process one, the GIL is what limits a scan that is not model-bound."""
+    folder = make_images(args.data / f"bench-{args.images}", args.images)
+    files = sorted(find_images(folder))
+    card = Detector(resolve_model(args.model), device="cpu").card
+    cores = os.cpu_count() or 1
+    counts = sorted({1, *(n for n in (2, 4, 8, 16, 32) if n < cores), max(1, cores - 1), cores})
+    out = {"images": len(files), "cores": cores}
+    for n in counts:
+        out[f"threads_{n}"] = decode_tile_threads(files, card, n)
+        out[f"processes_{n}"] = decode_ceiling(files, n)
+        log(f"{n:2d} workers: threads {out[f'threads_{n}']:.0f}, processes {out[f'processes_{n}']:.0f} images/s")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
@@ -340,6 +357,7 @@ def main() -> None:
     parser.add_argument("--rss-scaling", action="store_true")
     parser.add_argument("--cam", action="store_true")
     parser.add_argument("--load", type=int, default=0, help="scan this many small files (e.g. 20000)")
+    parser.add_argument("--thread-scaling", action="store_true", help="decode+tile on n threads vs n processes")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeat", type=int, default=1, help="scan the images this many times over (hard links)")
     parser.add_argument("--rounds", type=int, default=2, help="gscan and model-ceiling runs, in turn; best of each")
@@ -356,6 +374,8 @@ def main() -> None:
         result = rss_scaling(args)
     elif args.cam:
         result = cam_overhead(args)
+    elif args.thread_scaling:
+        result = thread_scaling(args)
     else:
         result = throughput_table(args)
     print(json.dumps(result, indent=2))
