@@ -34,7 +34,7 @@ PY
 echo "cores: $(nproc)"
 # where decoding on threads stops scaling (the GPU scan's decode stage runs on threads in one process)
 python3 bench/scan_bench.py --images "$IMAGES" --thread-scaling
-python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline
+python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline --processes
 # the same table with half-precision weights (converted from the shipped ONNX file: no torch needed here)
 python3 - <<'PY'
 import onnx

@@ -145,6 +145,18 @@ def decode_tile_threads(files: list[Path], card, workers: int) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
+def decode_tile_processes(files: list[Path], card, workers: int) -> float:
+    """Diagnostic: decode and tile on the scan's worker processes (`--decode processes`), tiles back through
+    shared memory into this process."""
+    from forensics.decode_pool import ProcessDecoder, TileSpec
+
+    with ProcessDecoder(workers, TileSpec(card.tiling, card.mean, card.std, 150_000_000)) as decoder:
+        list(decoder.decode(files[: workers * 8]))  # workers started and warm
+        start = time.perf_counter()
+        n = sum(1 for _ in decoder.decode(files))
+    return n / (time.perf_counter() - start)
+
+
 def tiles_per_image(files: list[Path], card) -> float:
     sample = files[:: max(1, len(files) // 100)]
     counts = []
@@ -253,6 +265,11 @@ def throughput_table(args) -> dict:
     results["decode_ceiling"] = decode_ceiling(files, cores)
     log(f"decode ceiling {results['decode_ceiling']:.1f} images/s")
     results["decode_tile_threads"] = decode_tile_threads(files, detector.card, max(1, cores - 1))
+    if args.processes:
+        results["decode_tile_processes"] = decode_tile_processes(files, detector.card, max(1, cores - 1))
+        wall, _ = run_gscan(folder, str(model_path), args.data / "gscan-processes.csv", ["--decode", "processes"])
+        results["gscan_processes"] = len(files) / wall
+        log(f"gscan --decode processes {results['gscan_processes']:.1f} images/s")
     results["model_ceiling"] = max(ceilings)
     results["device"] = DEVICE
     results["gscan_over_baseline"] = results["gscan"] / results["baseline"]
@@ -304,13 +321,16 @@ def cam_overhead(args, rounds: int = 2) -> dict:
 TABLE_ROWS = (("baseline", "baseline (PyTorch eager + DataLoader)"), ("gscan", "gscan dir, end to end"),
               ("decode_ceiling", "decode ceiling (every core, processes)"),
               ("model_ceiling", "model ceiling (ONNX Runtime on pre-cut tiles)"),
-              ("decode_tile_threads", "decode + tile on the scan's threads (diagnostic)"))
+              ("decode_tile_threads", "decode + tile on the scan's threads (diagnostic)"),
+              ("gscan_processes", "gscan dir --decode processes, end to end"),
+              ("decode_tile_processes", "decode + tile on the scan's processes (diagnostic)"))
 
 
 def table_lines(result: dict) -> list[str]:
     lines = [f"{result['images']} images, {result['cores']} cores, {result['device']}, {result['model']}, "
              f"{result['tiles_per_image']:.2f} tiles/image", "", "| measure | images/s |", "|---|---|"]
-    lines += [f"| {label} | {result[key]:.1f} |" for key, label in TABLE_ROWS if result[key] == result[key]]
+    lines += [f"| {label} | {result[key]:.1f} |" for key, label in TABLE_ROWS
+              if key in result and result[key] == result[key]]
     ratio = result["gscan_over_baseline"]
     lines += ["", (f"gscan / baseline **{ratio:.2f}x**, " if ratio == ratio else "") +
               f"gscan / min(ceilings) **{result['gscan_over_min_ceiling']:.0%}**, gscan / decode ceiling "
@@ -357,6 +377,7 @@ def main() -> None:
     parser.add_argument("--rss-scaling", action="store_true")
     parser.add_argument("--cam", action="store_true")
     parser.add_argument("--load", type=int, default=0, help="scan this many small files (e.g. 20000)")
+    parser.add_argument("--processes", action="store_true", help="also scan with --decode processes")
     parser.add_argument("--thread-scaling", action="store_true", help="decode+tile on n threads vs n processes")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeat", type=int, default=1, help="scan the images this many times over (hard links)")

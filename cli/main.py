@@ -60,7 +60,9 @@ def dir_command(
     report: Annotated[Optional[Path], typer.Option("--report", "-r",
                                                    help="Write rows to .csv, .json or .jsonl as the scan goes.")] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per inference call; 0 = automatic.")] = 0,
-    workers: Annotated[int, typer.Option(help="Decode threads; 0 = one per core but one.")] = 0,
+    workers: Annotated[int, typer.Option(help="Decode threads (or processes); 0 = one per core but one.")] = 0,
+    decode: Annotated[str, typer.Option(help="threads, or processes: decoding that outgrows one process (a fast "
+                                             "GPU); no heatmaps or triage thumbnails.")] = "threads",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(help="Override the model card's threshold.")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
@@ -82,7 +84,7 @@ def dir_command(
     if cam_for not in ("fake", "all", "none"):
         raise fail(GscanError(f"--cam-for must be fake, all or none, not {cam_for!r}"))
     options = ScanOptions(batch_size=batch_size, workers=workers, threshold=threshold, max_pixels=max_pixels,
-                          cam_dir=cam_dir, cam_for=cam_for)
+                          cam_dir=cam_dir, cam_for=cam_for, decode=decode)
     shown: list[dict] = []
     try:
         with ScanProgress(err, enabled=not quiet) as progress:

@@ -9,12 +9,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import __version__
 from .errors import GscanError
+from .decode_pool import ProcessDecoder, TileSpec
 from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_file, find_images
 from .report import mtime_text, path_text
 from .runtime import Detector
@@ -35,6 +36,7 @@ class ScanOptions:
     cam_for: str = "fake"  # fake, all or none
     previous: dict[str, dict] | None = None  # resume: rows of an earlier run of this scan, by path
     previews: bool = False  # embed-ready thumbnails for the triage page
+    decode: str = "threads"  # threads, or processes (tiles back through shared memory; no heatmaps or thumbnails)
 
     def wants_cams(self) -> bool:
         return self.cam_dir is not None and self.cam_for != "none"
@@ -308,6 +310,37 @@ def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int):
         yield queue.popleft().result()
 
 
+def _check_decode_mode(options: ScanOptions, detector: Detector, attributor: Detector | None) -> None:
+    if options.decode not in ("threads", "processes"):
+        raise GscanError(f"unknown decode mode {options.decode!r}: use threads or processes")
+    if options.decode == "processes" and (options.wants_cams() or options.previews or (
+            attributor is not None and not _same_preprocessing(detector, attributor))):
+        raise GscanError("--decode processes hands back tiles only: heatmaps, the triage page's thumbnails and an "
+                         "attribution model with its own preprocessing need --decode threads")
+
+
+def _prepared_items(paths: Iterable[Path], detector: Detector, options: ScanOptions, attributor: Detector | None,
+                    pool: ThreadPoolExecutor, workers: int) -> Iterator[Prepared]:
+    """Every path as a Prepared item, in input order, decoded on the thread pool or on worker processes."""
+    previous = options.previous or {}
+
+    def reuse(path: Path) -> dict | None:
+        return reusable_row(path, previous) if previous else None
+
+    if options.decode == "processes":
+        card = detector.card
+        with ProcessDecoder(workers, TileSpec(card.tiling, card.mean, card.std, options.max_pixels)) as decoder:
+            for decoded, tiles, origins, row in decoder.decode(paths, reuse):
+                yield Prepared(None, reused=row) if row is not None else Prepared(decoded, tiles, origins)
+        return
+
+    def work(path: Path) -> Prepared:
+        row = reuse(path)
+        return Prepared(None, reused=row) if row else prepare(path, detector, options, attributor)
+
+    yield from _bounded_map(pool, work, paths, window=workers * 4)
+
+
 def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options: ScanOptions,
                attributor: Detector | None = None) -> ScanSummary:
     """Score every path, handing rows to `sink` in input order as each batch completes.
@@ -324,19 +357,14 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
 
     if options.wants_cams() and not detector.card.heatmap:
         raise GscanError(f"model {detector.card.name} has no heatmap output (its head is not pooling + linear)")
+    _check_decode_mode(options, detector, attributor)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gscan-decode") as pool:
         heatmaps = HeatmapWriter(options if options.wants_cams() else ScanOptions(), detector.card.tiling.crop,
                                  pool.submit)
         runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count, heatmaps,
                              Attribution(attributor) if attributor else None)
-        previous = options.previous or {}
-
-        def work(path: Path) -> Prepared:
-            row = reusable_row(path, previous) if previous else None
-            return Prepared(None, reused=row) if row else prepare(path, detector, options, attributor)
-
-        for item in _bounded_map(pool, work, paths, window=workers * 4):
+        for item in _prepared_items(paths, detector, options, attributor, pool, workers):
             summary.reused += item.reused is not None
             runner.add(item)
         runner.finish()
