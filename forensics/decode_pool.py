@@ -21,9 +21,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .card import TilingPolicy
+from .errors import GscanError
 from .images import DecodedImage, decode_file
 from .tiling import extract_tiles
 
+MAX_DEATHS_IN_A_ROW = 5
 Job = tuple[Path, int]  # a file and the ring slot its tiles go to
 Result = tuple[DecodedImage, int, list[tuple[int, int]]]  # facts (no pixels), tile count, tile origins
 
@@ -79,6 +81,7 @@ class ProcessDecoder:
         self.shm = shared_memory.SharedMemory(create=True, size=size)
         self.ring = np.ndarray((self.slots, *spec.slot_shape), np.float32, buffer=self.shm.buf)
         self.pool = self._start_pool()
+        self.deaths_in_a_row = 0
 
     def _start_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent holds ONNX Runtime's threads, which a forked child would inherit half-alive
@@ -150,6 +153,15 @@ class ProcessDecoder:
             for job in jobs:
                 try:
                     out += self._submit([job]).result()
+                    self.deaths_in_a_row = 0
                 except BrokenProcessPool:
+                    self._count_death()
                     out.append((DecodedImage(path=job[0], error="the decoder process died on this file"), 0, []))
             return out
+
+    def _count_death(self) -> None:
+        """One bad file kills one worker; fresh workers dying on file after file means they cannot run at all."""
+        self.deaths_in_a_row += 1
+        if self.deaths_in_a_row >= MAX_DEATHS_IN_A_ROW:
+            raise GscanError(f"decode worker processes died on {self.deaths_in_a_row} files in a row: they cannot "
+                             "run here (a script started from standard input cannot spawn them); use --decode threads")

@@ -83,3 +83,17 @@ def test_a_dead_worker_costs_no_rows(mixed_folder: Path, tiny_onnx: Path):
         rows = list(decoder.decode(files))  # and the pool the next chunk goes to is a fresh one
     assert [d.path for d, _, _, _ in rows] == files
     assert sum(d.ok for d, _, _, _ in rows) == len(files) - 2
+
+
+def test_workers_that_keep_dying_stop_the_scan_with_a_clear_error(tiny_onnx: Path):
+    """One bad file kills one worker; workers dying on file after file cannot run at all: say so, not retry forever."""
+    from forensics.decode_pool import MAX_DEATHS_IN_A_ROW, ProcessDecoder, TileSpec
+    from forensics.errors import GscanError
+    from forensics.runtime import Detector
+
+    card = Detector(tiny_onnx, device="cpu").card
+    with ProcessDecoder(1, TileSpec(card.tiling, card.mean, card.std, 10**8)) as decoder:
+        for _ in range(MAX_DEATHS_IN_A_ROW - 1):
+            decoder._count_death()
+        with pytest.raises(GscanError, match="--decode threads"):
+            decoder._count_death()
