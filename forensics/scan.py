@@ -426,10 +426,11 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
 
     try:
         if engine == "ray":
+            if attributor is not None or options.previous or options.decode != "threads":
+                raise GscanError("--engine ray runs one model, without --resume, decoding in its own tasks: "
+                                 "use --engine local for those")
             from .engines.ray import scan_with_ray
 
-            if attributor is not None or options.previous:
-                raise GscanError("--engine ray runs one model, without --resume: use --engine local for those")
             summary = scan_with_ray(find_images(root), detector.path, sink, options, detector.device, ray_address)
         elif engine == "local":
             summary = scan_directory(root, detector, sink, options, attributor)

@@ -61,6 +61,8 @@ def test_processes_refuse_what_needs_pixels(mixed_folder: Path, tiny_onnx: Path,
     assert "--decode threads" in result.output
     assert "unknown decode mode" in invoke("dir", mixed_folder, "--model", tiny_onnx, "--decode", "fibres",
                                            expect=2).output
+    assert "--engine local" in invoke("dir", mixed_folder, "--model", tiny_onnx, "--decode", "processes",
+                                      "--engine", "ray", expect=2).output
 
 
 def test_a_dead_worker_costs_no_rows(mixed_folder: Path, tiny_onnx: Path):
