@@ -74,8 +74,9 @@ def repeated(folder: Path, times: int) -> Path:
     if marker.exists():
         return out
     out.mkdir(exist_ok=True)
+    files = sorted(find_images(folder))
     for k in range(times):
-        for f in sorted(find_images(folder)):
+        for f in files:
             target = out / f"{k:03d}-{f.name}"
             if not target.exists():
                 os.link(f, target)
@@ -157,25 +158,17 @@ def decode_tile_processes(files: list[Path], card, workers: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def tiles_per_image(files: list[Path], card) -> float:
-    sample = files[:: max(1, len(files) // 100)]
-    counts = []
-    for f in sample:
-        d = decode_file(f)
-        counts.append(len(extract_tiles(d.pixels, card.tiling, card.mean, card.std)[0]))
-    return float(np.mean(counts))
-
-
-def sample_tiles(files: list[Path], card, limit: int = 512) -> np.ndarray:
-    """Real tiles from the benchmark's own files, decoded ahead, for the model ceiling."""
-    tiles, n = [], 0
+def tile_sample(files: list[Path], card, limit: int = 512) -> tuple[float, np.ndarray]:
+    """From about 100 of the files, spread evenly: the mean tiles per image, and the first `limit` or so of their
+    tiles (decoded ahead, for the model ceiling)."""
+    counts, tiles = [], []
     for f in files[:: max(1, len(files) // 100)]:
         d = decode_file(f)
-        tiles.append(extract_tiles(d.pixels, card.tiling, card.mean, card.std)[0])
-        n += len(tiles[-1])
-        if n >= limit:
-            break
-    return np.concatenate(tiles)
+        cut = extract_tiles(d.pixels, card.tiling, card.mean, card.std)[0]
+        counts.append(len(cut))
+        if sum(map(len, tiles)) < limit:
+            tiles.append(cut)
+    return float(np.mean(counts)), np.concatenate(tiles)
 
 
 def model_ceiling(detector: Detector, tiles: np.ndarray, tiles_per_img: float, batch: int,
@@ -241,8 +234,7 @@ def throughput_table(args) -> dict:
     model_path = resolve_model(args.model)
     detector = Detector(model_path, device=DEVICE)
     cores = os.cpu_count() or 1
-    tpi = tiles_per_image(files, detector.card)
-    tiles = sample_tiles(files, detector.card)
+    tpi, tiles = tile_sample(files, detector.card)
     batch = 32 if DEVICE == "cpu" else 128  # the scan's automatic batch size on each device
     log(f"{len(files)} files, {tpi:.2f} tiles/image; warm-up scan")
     wall, _ = run_gscan(folder, str(model_path), args.data / "warm.csv")  # warm the page cache for everyone
