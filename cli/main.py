@@ -143,6 +143,9 @@ def train_command(
     double_jpeg_quality: Annotated[Optional[str], typer.Option(help="Quality range of that first pass, LOW-HIGH; "
                                                                     "default --jpeg-quality.")] = None,
     blur_prob: Annotated[float, typer.Option(help="Chance of Gaussian blur, every class alike.")] = 0.3,
+    lossless_jpeg_quality: Annotated[Optional[str], typer.Option(
+        help="Files not stored as JPEG get one JPEG pass at this quality first, LOW-HIGH (e.g. 70-80), so that how "
+             "often an image was compressed carries no label.")] = None,
     rescale_prob: Annotated[float, typer.Option(help="Chance of downscaling the whole image before the crop, every "
                                                      "class alike.")] = 0.0,
     hold_out: Annotated[Optional[list[str]], typer.Option(help="Source kept out of training and epoch selection, "
@@ -166,6 +169,8 @@ def train_command(
                          val_perturb=val_perturb, hold_out=tuple(hold_out or ()), threshold_source=threshold_source,
                          augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
                                          rescale_prob=rescale_prob,
+                                         lossless_jpeg_quality=_quality_range(lossless_jpeg_quality)
+                                         if lossless_jpeg_quality else None,
                                          jpeg_quality=_quality_range(jpeg_quality),
                                          double_jpeg_quality=_quality_range(double_jpeg_quality)
                                          if double_jpeg_quality else None))

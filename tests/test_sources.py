@@ -69,6 +69,26 @@ def test_double_jpeg_passes(monkeypatch):
     assert len(calls) == 1
 
 
+def test_lossless_files_get_one_jpeg_pass_first(tmp_path):
+    """A PNG's crop comes out JPEG-compressed at the lossless quality; a JPEG's crop comes out as decoded."""
+    rng = np.random.default_rng(3)
+    pixels = natural_image(rng, 64, 64)
+    png = save(pixels, tmp_path / "real" / "a.png")
+    jpeg = save(pixels, tmp_path / "fake" / "b.jpg", fmt="JPEG", quality=90)
+    samples = [D.Sample(png, 0, "real/x"), D.Sample(jpeg, 1, "fake/y")]
+    policy = D.TilingPolicy(crop=64, max_tiles=1)
+    only_prepass = D.Augment(jpeg_prob=0.0, blur_prob=0.0, flip=False, lossless_jpeg_quality=(75, 75))
+    ds = D.CropDataset(samples, policy, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), only_prepass, seed=0)
+    as_uint8 = [np.rint(ds[i][0].numpy().transpose(1, 2, 0) * 255).astype(np.uint8) for i in range(2)]
+    expected_png = np.asarray(D.jpeg_roundtrip(Image.fromarray(pixels), 75))
+    np.testing.assert_array_equal(as_uint8[0], expected_png)
+    assert np.abs(as_uint8[0].astype(int) - pixels).mean() > 0.5  # the pass did change the pixels
+    np.testing.assert_array_equal(as_uint8[1], np.asarray(Image.open(jpeg).convert("RGB")))
+    plain = D.CropDataset(samples, policy, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                          D.Augment(jpeg_prob=0.0, blur_prob=0.0, flip=False), seed=0)
+    np.testing.assert_array_equal(np.rint(plain[0][0].numpy().transpose(1, 2, 0) * 255).astype(np.uint8), pixels)
+
+
 def test_threshold_is_set_on_the_held_out_source(three_sources, tmp_path):
     run = tmp_path / "run"
     invoke("train", three_sources["train"], "--val", three_sources["val"], "--out", run, "--arch", TINY_ARCH,

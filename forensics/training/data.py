@@ -113,6 +113,10 @@ class Augment:
     # "downscaled" or "small" is not a property of one class only (the 128-px thumbnails come in both classes,
     # the high-resolution sources not)
     rescale_prob: float = 0.0
+    # files stored without JPEG get one pass at this quality first, as the JPEG-stored sources got when they were
+    # saved: every training image then has a compression history, so how often it was compressed carries no label
+    # (the 128-px reals are PNG, the 128-px fakes JPEG q~75)
+    lossless_jpeg_quality: tuple[int, int] | None = None
 
     def rescale(self, pixels: np.ndarray, crop: int, rng: random.Random) -> np.ndarray:
         """With rescale_prob: shorter side drawn log-uniformly between the crop size and its own size."""
@@ -124,7 +128,9 @@ class Augment:
         h, w = max(crop, round(pixels.shape[0] * scale)), max(crop, round(pixels.shape[1] * scale))
         return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.LANCZOS))
 
-    def __call__(self, img: Image.Image, rng: random.Random) -> Image.Image:
+    def __call__(self, img: Image.Image, rng: random.Random, stored_lossy: bool = True) -> Image.Image:
+        if self.lossless_jpeg_quality and not stored_lossy:
+            img = jpeg_roundtrip(img, rng.randint(*self.lossless_jpeg_quality))
         if self.flip and rng.random() < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if rng.random() < self.blur_prob:
@@ -183,7 +189,8 @@ class CropDataset(Dataset):
             raise DataError(f"cannot train on {sample.path}: {decoded.error}")
         pixels = self.augment.rescale(decoded.pixels, self.policy.crop, rng)
         patch = random_crop(pixels, self.policy.crop, rng)
-        patch = np.asarray(self.augment(Image.fromarray(patch), rng))
+        # the crop is on the 8-px grid, so a pass on the crop puts its blocks where a pass on the file would
+        patch = np.asarray(self.augment(Image.fromarray(patch), rng, stored_lossy=decoded.format == "JPEG"))
         tile = np.full((3, self.policy.crop, self.policy.crop), self.policy.pad_value, dtype=np.float32)
         tile[:, :patch.shape[0], :patch.shape[1]] = normalise(patch, self.mean, self.std)
         return torch.from_numpy(tile), sample.label
