@@ -3,7 +3,7 @@
 # onnxruntime-gpu comes from wheels carried beside this script (WHEELS, default bench/wheels) or from a folder it
 # was already unpacked into (GSCAN_SITE); the rest of the scan side (numpy, pillow, typer, rich, pandas, onnx) is
 # taken as installed. Then it prints the scan benchmark table with the CUDA provider, every core decoding, for the
-# fp32 model and its fp16 conversion. Target: gscan >= 90% of the decode ceiling.
+# fp32 model and its fp16 conversion, with the model ceiling per batch size. Target: gscan >= 90% of the decode ceiling.
 #
 #   pip download --no-deps -d bench/wheels onnxruntime-gpu      # on a machine with network, same Python
 #   bash bench/gpu_check.sh [IMAGES] [REPEAT]                   # scans IMAGES x REPEAT files (hard links)
@@ -34,8 +34,7 @@ PY
 echo "cores: $(nproc)"
 # where decoding on threads stops scaling (the GPU scan's decode stage runs on threads in one process)
 python3 bench/scan_bench.py --images "$IMAGES" --thread-scaling
-python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline --processes
-# the same table with half-precision weights (converted from the shipped ONNX file: no torch needed here)
+# half-precision weights (converted from the shipped ONNX file: no torch needed here)
 python3 - <<'PY'
 import onnx
 from onnxruntime.transformers.float16 import convert_float_to_float16  # what `gscan export --fp16` uses
@@ -44,5 +43,9 @@ proto = convert_float_to_float16(onnx.load(str(resolve_model(None))), keep_io_ty
 onnx.save(proto, "/tmp/gscan-fp16.onnx")
 print("fp16 model written to /tmp/gscan-fp16.onnx")
 PY
+# which batch size keeps the GPU busiest (the CUDA default is 128 tiles), fp32 then fp16
+python3 bench/scan_bench.py --images "$IMAGES" --batch-sweep --device cuda
+python3 bench/scan_bench.py --images "$IMAGES" --batch-sweep --device cuda --model /tmp/gscan-fp16.onnx
+python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline --processes
 python3 bench/scan_bench.py --images "$IMAGES" --repeat "$REPEAT" --rounds 1 --device cuda --skip-baseline \
   --model /tmp/gscan-fp16.onnx

@@ -360,6 +360,18 @@ def thread_scaling(args) -> dict:
     return out
 
 
+def batch_sweep(args) -> dict:
+    """The model ceiling at several batch sizes (tiles per call), to choose the automatic batch size per device."""
+    folder = make_images(args.data / f"bench-{args.images}", args.images)
+    detector = Detector(resolve_model(args.model), device=DEVICE)
+    tiles_per_img, tiles = tile_sample(sorted(find_images(folder)), detector.card, limit=1024)
+    out = {"device": detector.device, "tiles_per_image": tiles_per_img}
+    for batch in (b for b in (16, 32, 64, 128, 256, 512) if b <= len(tiles)):
+        out[f"batch_{batch}"] = model_ceiling(detector, tiles, tiles_per_img, batch, seconds=4.0)
+        log(f"batch {batch:3d}: model ceiling {out[f'batch_{batch}']:.1f} images/s")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
@@ -371,6 +383,7 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=0, help="scan this many small files (e.g. 20000)")
     parser.add_argument("--processes", action="store_true", help="also scan with --decode processes")
     parser.add_argument("--thread-scaling", action="store_true", help="decode+tile on n threads vs n processes")
+    parser.add_argument("--batch-sweep", action="store_true", help="model ceiling at batch sizes 16 to 512")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeat", type=int, default=1, help="scan the images this many times over (hard links)")
     parser.add_argument("--rounds", type=int, default=2, help="gscan and model-ceiling runs, in turn; best of each")
@@ -389,6 +402,8 @@ def main() -> None:
         result = cam_overhead(args)
     elif args.thread_scaling:
         result = thread_scaling(args)
+    elif args.batch_sweep:
+        result = batch_sweep(args)
     else:
         result = throughput_table(args)
     print(json.dumps(result, indent=2))
