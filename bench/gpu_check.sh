@@ -3,7 +3,8 @@
 # onnxruntime-gpu comes from wheels carried beside this script (WHEELS, default bench/wheels) or from a folder it
 # was already unpacked into (GSCAN_SITE); the rest of the scan side (numpy, pillow, typer, rich, pandas, onnx) is
 # taken as installed. Then it prints the scan benchmark table with the CUDA provider, every core decoding, for the
-# fp32 model and its fp16 conversion, with the model ceiling per batch size. Target: gscan >= 90% of the decode ceiling.
+# fp32 model and its fp16 conversion, and the model ceiling per batch size for both. Target: gscan >= 90% of the
+# decode ceiling.
 #
 #   pip download --no-deps -d bench/wheels onnxruntime-gpu      # on a machine with network, same Python
 #   bash bench/gpu_check.sh [IMAGES] [REPEAT]                   # scans IMAGES x REPEAT files (hard links)
