@@ -169,11 +169,11 @@ def train_command(
                          val_perturb=val_perturb, hold_out=tuple(hold_out or ()), threshold_source=threshold_source,
                          augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
                                          rescale_prob=rescale_prob,
-                                         lossless_jpeg_quality=_quality_range(lossless_jpeg_quality)
-                                         if lossless_jpeg_quality else None,
-                                         jpeg_quality=_quality_range(jpeg_quality),
-                                         double_jpeg_quality=_quality_range(double_jpeg_quality)
-                                         if double_jpeg_quality else None))
+                                         jpeg_quality=_quality_range(jpeg_quality, "--jpeg-quality"),
+                                         double_jpeg_quality=_quality_range(double_jpeg_quality,
+                                                                            "--double-jpeg-quality"),
+                                         lossless_jpeg_quality=_quality_range(lossless_jpeg_quality,
+                                                                              "--lossless-jpeg-quality")))
     try:
         with TrainProgress(err) as progress:
             result = train(config, on_progress=progress.update)
@@ -182,14 +182,17 @@ def train_command(
     print_train_result(out, result, out_dir)
 
 
-def _quality_range(text: str) -> tuple[int, int]:
+def _quality_range(text: str | None, option: str) -> tuple[int, int] | None:
+    """LOW-HIGH as a pair of JPEG qualities; None when the option was not given."""
+    if text is None:
+        return None
     low, _, high = text.partition("-")
     try:
         q = (int(low), int(high or low))
     except ValueError:
-        raise fail(GscanError(f"--jpeg-quality must look like 60-95, not {text!r}")) from None
+        raise fail(GscanError(f"{option} must look like 60-95, not {text!r}")) from None
     if not 1 <= q[0] <= q[1] <= 100:
-        raise fail(GscanError(f"--jpeg-quality must lie within 1-100, low first, not {text!r}"))
+        raise fail(GscanError(f"{option} must lie within 1-100, low first, not {text!r}"))
     return q
 
 
