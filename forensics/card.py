@@ -48,6 +48,7 @@ class ModelCard:
     heatmap: str = ""  # name of the ONNX output holding per-class Grad-CAM maps, "" if the head has none
     precision: str = "fp32"  # of the exported weights; fp16 models keep float32 input and outputs
     front_end: str = "rgb"  # fixed transform inside the network before its first convolution (e.g. npr)
+    stem_stride: int = 0  # stride of the first convolution; 0: the architecture's own
 
     @property
     def positive_index(self) -> int:

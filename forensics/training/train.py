@@ -40,6 +40,7 @@ class TrainConfig:
     pretrained: bool = False
     weights: str | None = None  # a file, or "imagenet-offline"
     front_end: str = "rgb"  # rgb, or npr: the network sees x - up(down(x)) (see front_end.py)
+    stem_stride: int = 0  # 0: the architecture's own; 1 keeps full resolution past the first convolution
     crop: int | None = None  # default: timm's input size for the arch
     max_tiles: int = 9
     epochs: int = 10
@@ -144,9 +145,11 @@ def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainR
     mean, std = default_norm(config.arch)
     card = ModelCard(name=config.name or Path(config.out).name, task=config.task, arch=config.arch,
                      classes=classes, tiling=TilingPolicy(crop=crop, max_tiles=config.max_tiles),
-                     mean=tuple(mean), std=tuple(std), gscan_version=__version__, front_end=config.front_end)
+                     mean=tuple(mean), std=tuple(std), gscan_version=__version__, front_end=config.front_end,
+                     stem_stride=config.stem_stride)
     card.training = _training_summary(config, train_samples, val_samples, classes)
-    model = create_model(config.arch, len(classes), config.pretrained, config.weights, config.front_end)
+    model = create_model(config.arch, len(classes), config.pretrained, config.weights, config.front_end,
+                         config.stem_stride)
     model = model.to(memory_format=torch.channels_last)
     dataset = D.CropDataset(train_samples, card.tiling, mean, std, config.augment, config.seed,
                             config.crops_per_image)
