@@ -205,11 +205,13 @@ def _collate(batch):
 
 def baseline(files: list[Path], card, workers: int) -> float:
     """PyTorch eager + DataLoader, batch 32 images, as research code does it."""
-    import timm
     import torch
     from torch.utils.data import DataLoader
 
-    model = timm.create_model(card.arch, pretrained=False, num_classes=len(card.classes)).eval()
+    from forensics.training.models import create_model
+
+    # the same network as the exported one: random weights, but its card's front-end and stem stride
+    model = create_model(card.arch, len(card.classes), front_end=card.front_end, stem_stride=card.stem_stride).eval()
     loader = DataLoader(_TiledFiles(files, card), batch_size=32, num_workers=workers, collate_fn=_collate)
     start = time.perf_counter()
     scores = []
