@@ -165,10 +165,11 @@ def train_command(
     from .progress import TrainProgress, print_train_result
 
     config = TrainConfig(data_dir=data_dir, out=out_dir, task=task, val_dir=val, arch=arch, pretrained=pretrained,
-                         weights=weights, front_end=front_end, stem_stride=stem_stride, crop=crop, max_tiles=max_tiles, epochs=epochs,
-                         batch_size=batch_size, lr=lr, patience=patience, seed=seed, workers=workers,
-                         crops_per_image=crops_per_image, balance=balance, target_fpr=target_fpr,
-                         val_perturb=val_perturb, hold_out=tuple(hold_out or ()), threshold_source=threshold_source,
+                         weights=weights, front_end=front_end, stem_stride=stem_stride, crop=crop,
+                         max_tiles=max_tiles, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                         seed=seed, workers=workers, crops_per_image=crops_per_image, balance=balance,
+                         target_fpr=target_fpr, val_perturb=val_perturb, hold_out=tuple(hold_out or ()),
+                         threshold_source=threshold_source,
                          augment=Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
                                          rescale_prob=rescale_prob,
                                          jpeg_quality=_quality_range(jpeg_quality, "--jpeg-quality"),

@@ -67,6 +67,11 @@ def create_model(arch: str, num_classes: int, pretrained: bool = False, weights:
             raise ModelError(f"weights do not fit {arch}: {len(set(missing) - head)} tensors missing, "
                              f"e.g. {sorted(set(missing) - head)[:3]}")
         model.load_state_dict(kept, strict=False)
+    return _with_input_stage(model, front_end, stem_stride)
+
+
+def _with_input_stage(model: torch.nn.Module, front_end: str, stem_stride: int) -> torch.nn.Module:
+    # one place, so a trained model and its reloaded checkpoint see their input the same way
     return apply_front_end(set_stem_stride(model, stem_stride), front_end)
 
 
@@ -111,7 +116,7 @@ def load_checkpoint(run_dir: Path) -> tuple[torch.nn.Module, ModelCard]:
     card = ModelCard.load(card_path)
     model = timm.create_model(card.arch, pretrained=False, num_classes=len(card.classes))
     model.load_state_dict(load_file(str(weights)))
-    return apply_front_end(set_stem_stride(model, card.stem_stride), card.front_end).eval(), card
+    return _with_input_stage(model, card.front_end, card.stem_stride).eval(), card
 
 
 def default_crop(arch: str) -> int:
