@@ -25,15 +25,21 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 _TRANSFORMS = {"npr": npr_residual}
 
 
+def first_conv(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The network's first convolution, as timm's config names it; None when it names none."""
+    name = model.pretrained_cfg.get("first_conv") if hasattr(model, "pretrained_cfg") else None
+    return model.get_submodule(name) if name else None
+
+
 def apply_front_end(model: torch.nn.Module, front_end: str) -> torch.nn.Module:
     """Make `model` see front_end(x) instead of x; "rgb" leaves it unchanged."""
     if front_end not in FRONT_ENDS:
         raise ModelError(f"unknown front-end {front_end!r}: use one of {', '.join(FRONT_ENDS)}")
     if front_end == "rgb":
         return model
-    first = model.pretrained_cfg.get("first_conv") if hasattr(model, "pretrained_cfg") else None
-    if not first:
+    first = first_conv(model)
+    if first is None:
         raise ModelError(f"{type(model).__name__} names no first convolution; front-end {front_end} needs one")
     transform = _TRANSFORMS[front_end]
-    model.get_submodule(first).register_forward_pre_hook(lambda _module, args: (transform(args[0]), *args[1:]))
+    first.register_forward_pre_hook(lambda _module, args: (transform(args[0]), *args[1:]))
     return model

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from ..card import ModelCard
 from ..errors import ModelError
-from .front_end import apply_front_end
+from .front_end import apply_front_end, first_conv
 
 OFFLINE_IMAGENET = "imagenet-offline"
 CHECKPOINT_WEIGHTS = "model.safetensors"
@@ -87,8 +87,7 @@ def set_stem_stride(model: torch.nn.Module, stride: int) -> torch.nn.Module:
         return model
     if stride < 0:
         raise ModelError(f"stem stride must be 1 or more, not {stride}")
-    first = model.pretrained_cfg.get("first_conv") if hasattr(model, "pretrained_cfg") else None
-    conv = model.get_submodule(first) if first else None
+    conv = first_conv(model)
     if not isinstance(conv, torch.nn.Conv2d):
         raise ModelError(f"{type(model).__name__} names no first convolution whose stride could be set")
     conv.stride = (stride, stride)
