@@ -47,6 +47,9 @@ RECIPES["robust+rescale"] = {**RECIPES["robust"], "augment": replace(RECIPES["ro
 # the shipped recipe seen through NPR's residual x - up(down(x)) (forensics/training/front_end.py): does an
 # input that keeps only upsampling traces stop the model learning each source's pipeline?
 RECIPES["robust+npr"] = {**RECIPES["robust"], "front_end": "npr"}
+# the shipped recipe with the first convolution at stride 1 (the shipped model's stem): does reading every
+# pixel's noise, rather than every other pixel's, carry to sources the model never saw?
+RECIPES["robust+stride1"] = {**RECIPES["robust"], "stem_stride": 1}
 CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75"}
 
 
@@ -65,7 +68,8 @@ def run_pair(pair: tuple[str, str], args: argparse.Namespace) -> dict:
     recipe = RECIPES[args.recipe]
     run_dir = args.out / args.recipe / "__".join(p.replace("/", "-") for p in pair)
     config = TrainConfig(data_dir=args.data / "faces" / "train", val_dir=args.data / "faces" / "val", out=run_dir,
-                         weights="imagenet-offline", front_end=recipe.get("front_end", "rgb"), crop=args.crop,
+                         weights="imagenet-offline", front_end=recipe.get("front_end", "rgb"),
+                         stem_stride=recipe.get("stem_stride", 0), crop=args.crop,
                          epochs=args.epochs, patience=args.epochs,
                          samples_per_epoch=args.samples_per_epoch, val_limit=args.val_limit, hold_out=pair,
                          balance=recipe["balance"], augment=recipe["augment"], val_perturb=recipe["val_perturb"],
