@@ -116,9 +116,18 @@ def models_command() -> None:
 
 @app.command("train")
 def train_command(
-    data_dir: Annotated[Path, typer.Argument(help="Folder per class (binary: real/ and fake folders).")],
+    data_dirs: Annotated[list[Path], typer.Argument(help="Folder(s) per class (binary: real/ and fake folders); "
+                                                         "several are trained on together.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoint, card and curves.")],
-    val: Annotated[Optional[Path], typer.Option(help="Validation folder; default: 20% of images, split by image.")] = None,
+    val: Annotated[Optional[list[Path]], typer.Option(help="Validation folder, repeatable; default: 20% of images, "
+                                                           "split by image.")] = None,
+    twins: Annotated[Optional[list[Path]], typer.Option(help="gscan synth folder of twins of DATA_DIR's reals: train "
+                                                             "on (real, twin) pairs, augmented alike; "
+                                                             "repeatable.")] = None,
+    val_twins: Annotated[Optional[list[Path]], typer.Option(help="gscan synth folder of twins of the validation "
+                                                                 "reals, scored as fakes; repeatable.")] = None,
+    soften_real_prob: Annotated[float, typer.Option(help="With --twins: chance that a pair's real alone is "
+                                                         "slightly blurred, so softness never means fake.")] = 0.0,
     task: Annotated[str, typer.Option(help="binary or attribution.")] = "binary",
     arch: Annotated[str, typer.Option(help="Any timm model name.")] = "tf_efficientnet_lite0",
     pretrained: Annotated[bool, typer.Option(help="timm's pretrained weights (needs internet).")] = False,
@@ -164,7 +173,11 @@ def train_command(
 
     from .progress import TrainProgress, print_train_result
 
-    config = TrainConfig(data_dir=data_dir, out=out_dir, task=task, val_dir=val, arch=arch, pretrained=pretrained,
+    val = val or []
+    config = TrainConfig(data_dir=data_dirs[0], more_data=tuple(data_dirs[1:]), out=out_dir, task=task,
+                         val_dir=val[0] if val else None, more_val=tuple(val[1:]), twins=tuple(twins or ()),
+                         val_twins=tuple(val_twins or ()), soften_real_prob=soften_real_prob, arch=arch,
+                         pretrained=pretrained,
                          weights=weights, front_end=front_end, stem_stride=stem_stride, crop=crop,
                          max_tiles=max_tiles, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                          seed=seed, workers=workers, crops_per_image=crops_per_image, balance=balance,
@@ -197,6 +210,33 @@ def _quality_range(text: str | None, option: str) -> tuple[int, int] | None:
     if not 1 <= q[0] <= q[1] <= 100:
         raise fail(GscanError(f"{option} must lie within 1-100, low first, not {text!r}"))
     return q
+
+
+@app.command("synth")
+def synth_command(
+    real_dir: Annotated[Path, typer.Argument(help="Folder of real images (subfolders are sources, kept in OUT).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the twins, synth.json and decoders/.")],
+    bank: Annotated[Optional[Path], typer.Option(help="Reuse the decoders of an earlier synth --out folder instead "
+                                                      "of training new ones (twins of validation reals).")] = None,
+    decoder: Annotated[Optional[list[str]], typer.Option(help="Decoder of the bank to train, repeatable; default "
+                                                              "all.")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps per decoder (L1 on 64-px crops).")] = 600,
+    train_images: Annotated[int, typer.Option(help="Reals the decoders learn from, spread over sources.")] = 400,
+    seed: int = 0,
+) -> None:
+    """Make an aligned fake twin of every real image with a bank of generator-like decoders."""
+    from forensics.training.synth import SynthConfig, synthesize
+
+    from .progress import SynthProgress, print_synth_result
+
+    config = SynthConfig(real_dir=real_dir, out=out_dir, bank_from=bank, decoders=tuple(decoder or ()), steps=steps,
+                         train_images=train_images, seed=seed)
+    try:
+        with SynthProgress(err) as progress:
+            manifest = synthesize(config, on_progress=progress.update)
+    except GscanError as exc:
+        raise fail(exc)
+    print_synth_result(out, manifest, out_dir)
 
 
 @app.command("eval")

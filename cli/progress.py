@@ -125,6 +125,42 @@ class TrainProgress:
         self.progress.stop()
 
 
+class SynthProgress:
+    """A line per trained decoder, and a bar over the twins on a terminal."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(TextColumn("twins"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=console, disable=not console.is_terminal)
+        self.task = None
+
+    def __enter__(self) -> "SynthProgress":
+        self.progress.start()
+        return self
+
+    def update(self, event: dict) -> None:
+        if event["event"] == "decoder":
+            self.progress.console.print(f"decoder {event['name']}: {event['crop_psnr_db']:.1f} dB on held-out crops "
+                                        f"({event['steps']} steps, {event['seconds']:.0f} s)")
+        elif event["event"] == "twin":
+            if self.task is None:
+                self.task = self.progress.add_task("twins", total=event["total"])
+            self.progress.update(self.task, completed=event["done"])
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
+def print_synth_result(console: Console, manifest: dict, out_dir: Path) -> None:
+    table = Table(title=f"{len(manifest['twins'])} twins in {escape(str(out_dir))}")
+    for col in ("decoder", "twins", "PSNR of twins (dB)", "PSNR on training crops (dB)"):
+        table.add_column(col)
+    for d in manifest["decoders"]:
+        twin_psnr = "" if d.get("twin_psnr_db") is None else f"{d['twin_psnr_db']:.1f}"
+        table.add_row(d["name"], str(d.get("twins", 0)), twin_psnr, f"{d['crop_psnr_db']:.1f}")
+    console.print(table)
+
+
 def print_train_result(console: Console, result, out_dir: Path) -> None:
     card = result.card
     decision = f"threshold {card.threshold:.4f}" if card.task == "binary" else "the top class is the answer"

@@ -1,4 +1,4 @@
-"""Degradations applied alike to every image before scoring: `jpeg:75`, `blur:1`, `resize:0.5`."""
+"""Degradations applied alike to every image before scoring: `jpeg:75`, `blur:1`, `resize:0.5`, `colour:0.1`."""
 
 from __future__ import annotations
 
@@ -33,7 +33,13 @@ def _resize(factor: float) -> Perturbation:
     return apply
 
 
-_KINDS = {"jpeg": _jpeg, "blur": _blur, "resize": _resize}
+def _colour(strength: float) -> Perturbation:
+    """A warm colour cast: red gains `strength`, blue loses it, green is kept."""
+    gains = np.array([1 + strength, 1.0, 1 - strength], dtype=np.float32)
+    return lambda pixels: np.clip(pixels.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8)
+
+
+_KINDS = {"jpeg": _jpeg, "blur": _blur, "resize": _resize, "colour": _colour}
 
 
 def parse_perturbation(spec: str | None) -> Perturbation | None:
@@ -44,4 +50,5 @@ def parse_perturbation(spec: str | None) -> Perturbation | None:
     try:
         return _KINDS[kind](float(value))
     except (KeyError, ValueError):
-        raise GscanError(f"bad perturbation {spec!r}: use jpeg:QUALITY, blur:SIGMA or resize:FACTOR") from None
+        raise GscanError(f"bad perturbation {spec!r}: use jpeg:QUALITY, blur:SIGMA, resize:FACTOR or "
+                         "colour:STRENGTH") from None

@@ -169,6 +169,23 @@ def exclude_sources(samples: list[Sample], sources: Iterable[str]) -> tuple[list
     return ([s for s, h in zip(samples, is_held) if not h], [s for s, h in zip(samples, is_held) if h])
 
 
+def augmented_tile(sample: Sample, policy: TilingPolicy, mean, std, augment: Augment, rng: random.Random,
+                   soften: float = 0.0) -> torch.Tensor:
+    """One training tile: rescale, native crop on the JPEG grid, optional softening, then the augmentation."""
+    decoded = decode_file(sample.path)
+    if not decoded.ok:
+        raise DataError(f"cannot train on {sample.path}: {decoded.error}")
+    pixels = augment.rescale(decoded.pixels, policy.crop, rng)
+    patch = Image.fromarray(random_crop(pixels, policy.crop, rng))
+    if soften:
+        patch = patch.filter(ImageFilter.GaussianBlur(soften))
+    # the crop is on the 8-px grid, so a pass on the crop puts its blocks where a pass on the file would
+    patch = np.asarray(augment(patch, rng, stored_lossy=decoded.format == "JPEG"))
+    tile = np.full((3, policy.crop, policy.crop), policy.pad_value, dtype=np.float32)
+    tile[:, :patch.shape[0], :patch.shape[1]] = normalise(patch, mean, std)
+    return torch.from_numpy(tile)
+
+
 class CropDataset(Dataset):
     """Random native-resolution crops for training; `crops_per_image` draws per image and epoch."""
 
@@ -184,16 +201,86 @@ class CropDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index % len(self.samples)]
         rng = random.Random(hash((self.seed, self.epoch, index)))
-        decoded = decode_file(sample.path)
-        if not decoded.ok:
-            raise DataError(f"cannot train on {sample.path}: {decoded.error}")
-        pixels = self.augment.rescale(decoded.pixels, self.policy.crop, rng)
-        patch = random_crop(pixels, self.policy.crop, rng)
-        # the crop is on the 8-px grid, so a pass on the crop puts its blocks where a pass on the file would
-        patch = np.asarray(self.augment(Image.fromarray(patch), rng, stored_lossy=decoded.format == "JPEG"))
-        tile = np.full((3, self.policy.crop, self.policy.crop), self.policy.pad_value, dtype=np.float32)
-        tile[:, :patch.shape[0], :patch.shape[1]] = normalise(patch, self.mean, self.std)
-        return torch.from_numpy(tile), sample.label
+        return augmented_tile(sample, self.policy, self.mean, self.std, self.augment, rng), sample.label
+
+
+TWIN = "twin"  # the source prefix of synthesized twins: `--hold-out fake` keeps them, `--hold-out twin` drops them
+
+
+def twin_samples(samples: list[Sample], twins: dict[Path, Path]) -> list[tuple[Sample, Sample]]:
+    """(real, twin) for every real in samples that has a twin in `twins` (resolved real path -> twin path, from
+    gscan synth's manifest); the twin is a fake whose source is twin/<the real's source>."""
+    out = []
+    for s in samples:
+        twin = twins.get(Path(s.path).resolve()) if s.label == 0 else None
+        if twin is not None:
+            out.append((s, Sample(twin, 1, f"{TWIN}/{s.source.split('/', 1)[-1]}")))
+    return out
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A real and a fake trained side by side; aligned when the fake is the real's own twin."""
+
+    real: Sample
+    fake: Sample
+    aligned: bool
+
+    @property
+    def group(self) -> str:
+        return f"aligned:{self.real.source}" if self.aligned else f"unaligned:{self.fake.source}"
+
+
+def make_pairs(samples: list[Sample], aligned: list[tuple[Sample, Sample]], seed: int) -> list[Pair]:
+    """Every (real, twin) as an aligned pair; every other fake in samples beside a real drawn at random, so
+    that each pair gives one tile of each class."""
+    rng = random.Random(seed)
+    reals = [s for s in samples if s.label == 0]
+    if not reals or not aligned:
+        raise DataError("paired training needs real images with twins: none of the training reals has one in "
+                        "the --twins folder(s)")
+    return [Pair(r, t, True) for r, t in aligned] + [Pair(rng.choice(reals), s, False)
+                                                      for s in samples if s.label == 1 and
+                                                      not s.source.startswith(TWIN + "/")]
+
+
+class PairedCropDataset(Dataset):
+    """(real, fake) tiles with the same crop position, flip, blur and JPEG draws: a batch holds both.
+
+    soften_real_prob blurs the real alone (sigma 0.3-1.0) before the shared augmentation, so that a twin being a
+    little softer than its real never becomes the rule the network learns.
+    """
+
+    def __init__(self, pairs: list[Pair], policy: TilingPolicy, mean, std, augment: Augment, seed: int,
+                 soften_real_prob: float = 0.0):
+        self.pairs, self.policy, self.mean, self.std = pairs, policy, mean, std
+        self.augment, self.seed, self.soften_real_prob = augment, seed, soften_real_prob
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = self.pairs[index]
+        draw = hash((self.seed, self.epoch, index))
+        own = random.Random(draw + 1)
+        soften = own.uniform(0.3, 1.0) if own.random() < self.soften_real_prob else 0.0
+        tiles = [augmented_tile(s, self.policy, self.mean, self.std, self.augment, random.Random(draw), soften=sf)
+                 for s, sf in ((pair.real, soften), (pair.fake, 0.0))]
+        return torch.stack(tiles), torch.tensor([0, 1])
+
+
+def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs -> one batch of tiles with each real next to its fake."""
+    return torch.cat([x for x, _ in batch]), torch.cat([y for _, y in batch])
+
+
+def pair_sampler(pairs: list[Pair], seed: int, num_samples: int | None = None) -> WeightedRandomSampler:
+    """Each group (aligned pairs per real source, unaligned pairs per fake source) drawn equally often."""
+    per_group = Counter(p.group for p in pairs)
+    weights = [1.0 / per_group[p.group] for p in pairs]
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(weights, num_samples or len(weights), replacement=True, generator=generator)
 
 
 def balanced_sampler(samples: list[Sample], crops_per_image: int, balance: str, seed: int,

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from ..perturb import parse_perturbation
 from . import data as D
 from .evaluate import binary_metrics, choose_threshold, evaluate_attribution, evaluate_binary, score_samples
 from .models import create_model, default_crop, default_norm, save_checkpoint
+from .synth import twin_map
 
 Progress = Callable[[dict], None]
 
@@ -29,8 +30,13 @@ Progress = Callable[[dict], None]
 class TrainConfig:
     data_dir: Path
     out: Path
+    more_data: tuple[Path, ...] = ()  # further folders laid out like data_dir, trained on together
+    twins: tuple[Path, ...] = ()  # gscan synth folders: train on (real, twin) pairs with the same augmentation
+    val_twins: tuple[Path, ...] = ()  # gscan synth folders whose twins join validation as fakes
+    soften_real_prob: float = 0.0  # chance that a pair's real alone is slightly blurred (see PairedCropDataset)
     task: str = "binary"
     val_dir: Path | None = None
+    more_val: tuple[Path, ...] = ()
     val_fraction: float = 0.2  # used only without val_dir: split by image
     val_limit: int | None = None  # validate on a source-stratified subsample of this many images
     val_perturb: str | None = None  # degrade every val image alike when choosing the best epoch, e.g. jpeg:75
@@ -120,27 +126,82 @@ def _run_epoch(model, loader, optimizer, scheduler, on_progress, epoch) -> dict:
     return {"loss": loss_sum / max(1, total), "accuracy": correct / max(1, total)}
 
 
-def _load_splits(config: TrainConfig):
-    """(train, val, held-out training-folder samples, classes); held-out sources leave train and val."""
-    samples, classes = D.discover(config.data_dir, config.task)
+def _discover_all(folders: list[Path], task: str) -> tuple[list[D.Sample], list[str]]:
+    samples, classes = D.discover(folders[0], task)
+    for folder in folders[1:]:
+        more, more_classes = D.discover(folder, task)
+        if more_classes != classes:
+            raise DataError(f"{folder} has classes {more_classes}, {folders[0]} has {classes}")
+        samples += more
+    return samples, classes
+
+
+def _with_twins(samples: list[D.Sample], folders: tuple[Path, ...]) -> tuple[list[D.Sample], list]:
+    """samples plus the twins of their reals, and the (real, twin) pairs."""
+    if not folders:
+        return samples, []
+    twins: dict[Path, Path] = {}
+    for folder in folders:
+        twins.update(twin_map(folder))
+    aligned = D.twin_samples(samples, twins)
+    return samples + [t for _, t in aligned], aligned
+
+
+class Splits(NamedTuple):
+    train: list[D.Sample]  # twins included
+    pairs: list[D.Pair] | None  # paired training; None: one sample at a time
+    val: list[D.Sample]
+    held: list[D.Sample]  # held-out sources of the training folders
+    classes: list[str]
+
+
+def _load_splits(config: TrainConfig) -> Splits:
+    """Held-out sources (twin sources too) leave train and val; twins join as fakes and, in training, as pairs."""
+    samples, classes = _discover_all([config.data_dir, *config.more_data], config.task)
+    samples, aligned = _with_twins(samples, config.twins)
     samples, held = D.exclude_sources(samples, config.hold_out)
     if config.threshold_source and config.threshold_source not in config.hold_out:
         raise DataError(f"--threshold-source {config.threshold_source} must also be held out of training")
     if config.val_dir:
-        val, val_classes = D.discover(config.val_dir, config.task)
+        val, val_classes = _discover_all([config.val_dir, *config.more_val], config.task)
         if val_classes != classes:
             raise DataError(f"validation classes {val_classes} differ from training classes {classes}")
-        val, _ = D.exclude_sources(val, config.hold_out)
-        return samples, D.stratified_subsample(val, config.val_limit, config.seed), held, classes
-    train, val = D.split_by_image(samples, config.val_fraction, config.seed)
-    return train, D.stratified_subsample(val, config.val_limit, config.seed), held, classes
+        val, _ = D.exclude_sources(_with_twins(val, config.val_twins)[0], config.hold_out)
+        train_samples = samples
+    else:
+        train_samples, val = D.split_by_image(samples, config.val_fraction, config.seed)
+    kept = set(train_samples)
+    pairs = None
+    if config.twins:
+        pairs = D.make_pairs(train_samples, [(r, t) for r, t in aligned if r in kept and t in kept], config.seed)
+    return Splits(train_samples, pairs, D.stratified_subsample(val, config.val_limit, config.seed), held, classes)
+
+
+def _loader(splits: Splits, card: ModelCard, mean, std, config: TrainConfig):
+    """(dataset, sampler, loader): pairs of tiles when training on twins, single tiles otherwise."""
+    if splits.pairs:
+        dataset = D.PairedCropDataset(splits.pairs, card.tiling, mean, std, config.augment, config.seed,
+                                      config.soften_real_prob)
+        per_epoch = config.samples_per_epoch // 2 if config.samples_per_epoch else None
+        sampler = D.pair_sampler(splits.pairs, config.seed, per_epoch)
+        batch, collate = max(1, config.batch_size // 2), D.collate_pairs
+    else:
+        dataset = D.CropDataset(splits.train, card.tiling, mean, std, config.augment, config.seed,
+                                config.crops_per_image)
+        sampler = D.balanced_sampler(splits.train, config.crops_per_image, config.balance, config.seed,
+                                     config.samples_per_epoch)
+        batch, collate = config.batch_size, None
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=config.workers,
+                        drop_last=len(sampler) > batch, persistent_workers=False, collate_fn=collate)
+    return dataset, sampler, loader
 
 
 def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainResult:
     """Train, keep the best epoch by validation, calibrate the threshold, and write RUN_DIR."""
     seed_everything(config.seed)
     started = time.perf_counter()
-    train_samples, val_samples, held_samples, classes = _load_splits(config)
+    splits = _load_splits(config)
+    train_samples, val_samples, held_samples, classes = splits.train, splits.val, splits.held, splits.classes
     crop = config.crop or default_crop(config.arch)
     mean, std = default_norm(config.arch)
     card = ModelCard(name=config.name or Path(config.out).name, task=config.task, arch=config.arch,
@@ -151,12 +212,7 @@ def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainR
     model = create_model(config.arch, len(classes), config.pretrained, config.weights, config.front_end,
                          config.stem_stride)
     model = model.to(memory_format=torch.channels_last)
-    dataset = D.CropDataset(train_samples, card.tiling, mean, std, config.augment, config.seed,
-                            config.crops_per_image)
-    sampler = D.balanced_sampler(train_samples, config.crops_per_image, config.balance, config.seed,
-                                 config.samples_per_epoch)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        drop_last=len(sampler) > config.batch_size, persistent_workers=False)
+    dataset, sampler, loader = _loader(splits, card, mean, std, config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=0.1,
                                                     total_steps=max(1, config.epochs * len(loader)))
@@ -260,7 +316,9 @@ def _finalise(out: Path, val_samples, threshold_samples, config: TrainConfig, hi
 
 
 def _training_summary(config: TrainConfig, train_samples, val_samples, classes) -> dict:
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    def plain(v):
+        return str(v) if isinstance(v, Path) else [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+    cfg = {k: plain(v) for k, v in asdict(config).items()}
     return {"config": cfg, "train": D.summarise(train_samples, classes), "val": D.summarise(val_samples, classes)}
 
 

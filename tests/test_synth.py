@@ -1,0 +1,129 @@
+"""gscan synth (aligned twins from a decoder bank) and paired training on (real, twin)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY_ARCH, invoke
+from synth import natural_image, save
+from forensics.card import TilingPolicy
+from forensics.training.data import Augment, Pair, PairedCropDataset, Sample, collate_pairs
+from forensics.training.synth import DEFAULT_BANK, TwinAutoencoder, psnr, reconstruct
+
+
+@pytest.fixture(scope="module")
+def reals(tmp_path_factory):
+    """real/<source>/ with PNG and JPEG files of odd sizes."""
+    root = tmp_path_factory.mktemp("reals")
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        save(natural_image(rng, 72, 88), root / "real" / "camera" / f"c{i}.png")
+        save(natural_image(rng, 61, 70), root / "real" / "phone" / f"p{i}.jpg", fmt="JPEG", quality=83)
+    return root
+
+
+@pytest.fixture(scope="module")
+def twins(reals, tmp_path_factory):
+    out = tmp_path_factory.mktemp("twins") / "t"
+    invoke("synth", reals / "real", "--out", out, "--steps", 40, "--train-images", 8,
+           "--decoder", "nearest-x2", "--decoder", "transposed-x4", "--decoder", "stylegan2-x2")
+    return out
+
+
+def test_every_real_gets_a_twin_of_its_size_in_the_same_source(reals, twins):
+    manifest = json.loads((twins / "synth.json").read_text())
+    assert len(manifest["twins"]) == 12
+    for t in manifest["twins"]:
+        real = Image.open(reals / "real" / t["real"])
+        twin = Image.open(twins / t["twin"])
+        assert twin.size == real.size
+        assert t["twin"].split("/")[0] == t["real"].split("/")[0]  # the source folder is kept
+        # the recorded PSNR is the stored twin's against the real's pixels
+        assert t["psnr_db"] == pytest.approx(psnr(np.asarray(twin.convert("RGB")), np.asarray(real.convert("RGB"))),
+                                             abs=0.01)
+    # a JPEG real's twin is a JPEG with the real's own quantisation tables; a PNG real's twin is lossless
+    jpeg = next(t for t in manifest["twins"] if t["real"].endswith(".jpg"))
+    assert Image.open(twins / jpeg["twin"]).quantization == Image.open(reals / "real" / jpeg["real"]).quantization
+    png = next(t for t in manifest["twins"] if t["real"].endswith(".png"))
+    assert Image.open(twins / png["twin"]).format == "PNG"
+    # every decoder made twins in both sources, and its record says how it was trained and what it reached
+    used = {(t["decoder"], t["real"].split("/")[0]) for t in manifest["twins"]}
+    assert used == {(d, s) for d in ("nearest-x2", "transposed-x4", "stylegan2-x2") for s in ("camera", "phone")}
+    for d in manifest["decoders"]:
+        assert d["steps"] == 40 and d["twins"] == 4 and 5 < d["twin_psnr_db"] < 60
+        assert (twins / "decoders" / f"{d['name']}.safetensors").is_file()
+
+
+def test_a_saved_bank_makes_the_same_twins_again(reals, twins, tmp_path):
+    invoke("synth", reals / "real", "--out", tmp_path / "again", "--bank", twins)
+    first = json.loads((twins / "synth.json").read_text())["twins"]
+    again = json.loads((tmp_path / "again" / "synth.json").read_text())["twins"]
+    assert [t["decoder"] for t in again] == [t["decoder"] for t in first]
+    for t in first:
+        assert np.array_equal(np.asarray(Image.open(twins / t["twin"])),
+                              np.asarray(Image.open(tmp_path / "again" / t["twin"])))
+
+
+def test_twins_keep_the_real_mean_colour_and_size_at_every_factor():
+    rng = np.random.default_rng(0)
+    pixels = natural_image(rng, 45, 51)  # not a multiple of 8: padded, then cut back
+    for spec in DEFAULT_BANK:
+        twin = reconstruct(TwinAutoencoder(spec).eval(), pixels, seed=0)
+        assert twin.shape == pixels.shape, spec.name
+        assert np.abs(twin.reshape(-1, 3).mean(0) - pixels.reshape(-1, 3).mean(0)).max() < 3, spec.name
+
+
+def test_upsampling_traces_differ_by_family():
+    """An untrained decoder of each family leaves its upsampling's own spectrum: nearest repeats pixels in 2x2
+    blocks (a period-2 pattern), bilinear does not."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 16, 16)
+    nearest = torch.nn.Upsample(scale_factor=2, mode="nearest")(x)
+    assert torch.equal(nearest[..., ::2, ::2], nearest[..., 1::2, 1::2])
+    from forensics.training.synth import _fir_up
+    up = _fir_up(x)
+    assert up.shape == (1, 8, 32, 32)
+    flat = _fir_up(torch.full((1, 2, 8, 8), 0.7))
+    assert torch.allclose(flat[..., 2:-2, 2:-2], torch.tensor(0.7))  # [1,3,3,1] with gain 4 keeps the level
+
+
+def test_a_pair_gets_the_same_crop_flip_blur_and_jpeg(tmp_path):
+    rng = np.random.default_rng(1)
+    path = save(natural_image(rng, 120, 136), tmp_path / "a.png")
+    same = save(np.asarray(Image.open(path)), tmp_path / "b.png")
+    augment = Augment(blur_prob=0.5, jpeg_prob=0.7, jpeg_quality=(50, 95), double_jpeg_prob=0.5)
+    data = PairedCropDataset([Pair(Sample(path, 0, "real/x"), Sample(same, 1, "twin/x"), True)] * 12,
+                             TilingPolicy(crop=64), (0.5,) * 3, (0.5,) * 3, augment, seed=3)
+    x, y = collate_pairs([data[i] for i in range(12)])
+    assert x.shape == (24, 3, 64, 64) and y.tolist() == [0, 1] * 12
+    assert torch.equal(x[0::2], x[1::2])  # identical files, identical draws: identical tiles
+    assert len({x[i].sum().item() for i in range(0, 24, 2)}) > 6  # while the draws vary from pair to pair
+    softened = PairedCropDataset(data.pairs, data.policy, data.mean, data.std, augment, seed=3, soften_real_prob=1.0)
+    xs, _ = collate_pairs([softened[i] for i in range(12)])
+    assert torch.equal(xs[1::2], x[1::2])  # the fake's tiles are unchanged ...
+    assert not torch.equal(xs[0::2], x[0::2])  # ... and only the real was softened
+
+
+def test_train_on_twins_alone(reals, twins, tmp_path):
+    """--hold-out fake keeps every real generator output out; the twins are the fakes, trained in pairs."""
+    rng = np.random.default_rng(9)
+    for i in range(3):
+        save(natural_image(rng, 64, 64), reals / "fake" / "gan" / f"g{i}.png")
+    run = tmp_path / "run"
+    invoke("train", reals, "--twins", twins, "--hold-out", "fake", "--out", run, "--arch", TINY_ARCH,
+           "--crop", 32, "--epochs", 1, "--batch-size", 8, "--workers", 0, "--max-tiles", 2,
+           "--soften-real-prob", 0.5)
+    card = json.loads((run / "card.json").read_text())
+    per_source = card["training"]["train"]["per_source"]
+    assert set(per_source) == {"real/camera", "real/phone", "twin/camera", "twin/phone"}  # no fake/gan
+    assert card["training"]["config"]["twins"] == [str(twins)]
+
+
+def test_synth_refuses_an_unknown_decoder(reals, tmp_path):
+    result = invoke("synth", reals / "real", "--out", tmp_path / "x", "--decoder", "nope", expect=2)
+    assert "unknown decoder" in result.output
