@@ -20,7 +20,6 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,14 +57,19 @@ FAKE_ROWS = {
 # generator group -> the training-folder sources that hold it (what --hold-out names)
 TRAINED_AS = {"stylegan2": ["fake/stylegan2-tpdne"], "stylegan-unknown": ["fake/stylegan-family-unknown"],
               "pix2pix": ["fake/pix2pix-facades"], "sd15": ["fake/sd15-merge"],
-              "latent-diffusion": ["fake/latent-diffusion"], "glid3": ["fake/glid3-xl"]}
+              "latent-diffusion": ["fake/latent-diffusion"], "glid3": ["fake/glid3-xl"],
+              # trained on only by the twins+fakes+gans recipe (gans/train as fake sources)
+              "pggan": ["fake/pggan-celebahq"], "msg-stylegan": ["fake/msg-stylegan-celebahq"],
+              "stylegan-celebahq": ["fake/stylegan-celebahq"],
+              "diffusion": ["fake/sd15-merge", "fake/latent-diffusion", "fake/glid3-xl"]}
+GANS_ONLY = ("pggan", "msg-stylegan", "stylegan-celebahq")
 REAL_ROWS = {
     "faces/ffhq-thumbnail": ["faces/val/real/ffhq-thumbnail"],
     "faces/ffhq-like-1024": ["faces/val/real/ffhq-like-1024"],
     "faces/imagenet-photo (non-face)": ["faces/val/real/imagenet-photo"],
     "faces/ciplab-600 (never trained on; sets the threshold)": ["faces/train/real/ciplab-600", "faces/val/real/ciplab-600"],
     "wild/dreambooth-photo": ["wild/val/real/dreambooth-photo"],
-    "wild/pix2pix-facades": ["wild/val/real/pix2pix-facades"],
+    "wild/pix2pix-facades (photos)": ["wild/val/real/pix2pix-facades"],
 }
 NEVER_TRAINED = ("real/ciplab-600", "twin/ciplab-600")
 CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75"}
@@ -73,7 +77,6 @@ CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75"}
 REAL_CHECKS = {"blurred (sigma 1)": "blur:1", "colour cast 10%": "colour:0.1"}
 TWIN_FOLDERS = {"faces-train": "faces/train/real", "wild-train": "wild/train/real",
                 "faces-val": "faces/val/real", "wild-val": "wild/val/real"}
-AUGMENT = Augment(jpeg_prob=1.0, jpeg_quality=(60, 100), double_jpeg_prob=0.5, blur_prob=0.3)
 
 
 def ensure_twins(args: argparse.Namespace) -> dict[str, Path]:
@@ -132,36 +135,65 @@ def score(model: str, samples: list[Sample], seen: set[str], label: str) -> dict
     return result
 
 
+def augment(args: argparse.Namespace) -> Augment:
+    """Blur and JPEG with the same odds for every class (and the same draws within a pair)."""
+    return Augment(jpeg_prob=args.jpeg_prob, jpeg_quality=(60, 100), double_jpeg_prob=args.double_jpeg_prob,
+                   blur_prob=0.3)
+
+
+def gans_as_binary(args: argparse.Namespace) -> Path:
+    """gans/train laid out as a binary folder (fake/<generator>/, links to the files; an empty real/)."""
+    root = args.twins_root / "gans-train-binary"
+    (root / "real").mkdir(parents=True, exist_ok=True)
+    for folder in sorted((args.data / "gans" / "train").iterdir()):
+        target = root / "fake" / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted(folder.iterdir()):
+            if not (target / f.name).exists():
+                (target / f.name).symlink_to(f.resolve())
+    return root
+
+
 def train_run(args: argparse.Namespace, twins: dict[str, Path], held: list[str], run_dir: Path) -> float:
     data = args.data
-    config = TrainConfig(data_dir=data / "faces" / "train", more_data=(data / "wild" / "train",),
+    more = (data / "wild" / "train",) + ((gans_as_binary(args),) if args.recipe == "twins+fakes+gans" else ())
+    config = TrainConfig(data_dir=data / "faces" / "train", more_data=more,
                          val_dir=data / "faces" / "val", more_val=(data / "wild" / "val",),
                          twins=(twins["faces-train"], twins["wild-train"]),
                          val_twins=(twins["faces-val"], twins["wild-val"]), out=run_dir, weights="imagenet-offline",
                          crop=args.crop, stem_stride=args.stem_stride, epochs=args.epochs, patience=args.epochs,
                          samples_per_epoch=args.samples_per_epoch, val_limit=args.val_limit,
                          hold_out=tuple(held) + NEVER_TRAINED, threshold_source=NEVER_TRAINED[0],
-                         target_fpr=args.target_fpr, augment=AUGMENT, val_perturb="jpeg:75",
+                         target_fpr=args.target_fpr, augment=augment(args), val_perturb="jpeg:75",
                          soften_real_prob=args.soften_real_prob, seed=args.seed)
     started = time.perf_counter()
     train(config)
     return time.perf_counter() - started
 
 
+DIFFUSION = {"sd15", "latent-diffusion", "glid3"}
+
+
+def trained_groups(recipe: str) -> list[str]:
+    """The generator groups a recipe trains on when nothing is held out."""
+    if recipe == "twins":
+        return []
+    return [g for g in TRAINED_AS if g != "diffusion" and (recipe.endswith("+gans") or g not in GANS_ONLY)]
+
+
 def run_recipe(args: argparse.Namespace, samples: list[Sample]) -> list[dict]:
     twins = ensure_twins(args)
     results = []
-    if args.recipe == "twins":
-        held_groups = [["all"]]
-    else:
-        held_groups = [[g] for g in (args.groups or TRAINED_AS)]
+    held_groups = [["all"]] if args.recipe == "twins" else [[g] for g in (args.groups or trained_groups(args.recipe))]
     for groups in held_groups:
-        held = ["fake"] if groups == ["all"] else [s for g in groups for s in TRAINED_AS[g]]
-        run_dir = args.out / args.recipe / "-".join(groups)
-        print(f"== {args.recipe}: hold out {', '.join(held)}", flush=True)
+        held = (["fake"] if groups == ["all"] else [] if groups == ["none"] else
+                [s for g in groups for s in TRAINED_AS[g]])
+        label = f"{args.recipe} {args.tag}".strip()
+        run_dir = args.out / label.replace(" ", "_") / "-".join(groups)
+        print(f"== {label}: hold out {', '.join(held) or 'nothing'}", flush=True)
         seconds = train_run(args, twins, held, run_dir)
-        seen = set() if groups == ["all"] else set(TRAINED_AS) - set(groups)
-        result = score(str(run_dir), samples, seen, args.recipe)
+        unseen = set(groups) | (DIFFUSION if "diffusion" in groups else set())
+        result = score(str(run_dir), samples, set(trained_groups(args.recipe)) - unseen, label)
         result.update(held_out=groups, train_seconds=round(seconds), run=str(run_dir))
         results.append(result)
         write_results(results, args)
@@ -174,21 +206,26 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
     new_keys = {(r["model"], tuple(r.get("held_out", []))) for r in results}
     runs = [r for r in previous if (r["model"], tuple(r.get("held_out", []))) not in new_keys] + results
     budget = {k: getattr(args, k) for k in ("crop", "stem_stride", "epochs", "samples_per_epoch", "val_limit",
-                                            "per_source", "soften_real_prob", "synth_steps", "target_fpr")}
-    path.write_text(json.dumps({"budget": budget, "augment": asdict(AUGMENT), "runs": runs}, indent=2) + "\n")
-    write_section(args.docs / "RESULTS.md", "logo", table_lines(runs, budget))
+                                            "per_source", "soften_real_prob", "synth_steps", "target_fpr",
+                                            "jpeg_prob", "double_jpeg_prob")}
+    for r in results:
+        r.setdefault("budget", budget)
+    path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    write_section(args.docs / "RESULTS.md", "logo", table_lines(runs))
 
 
-def table_lines(runs: list[dict], budget: dict) -> list[str]:
+def table_lines(runs: list[dict]) -> list[str]:
     lines = ["## Leave one generator out", "",
              "Written by `bench/logo.py`. Each fake row: all images of one generator source (train and val "
              "folders), ROC-AUC against the pooled real rows below, and the share called fake at the model's "
              "own threshold, as stored / every image re-encoded to JPEG q75. A row counts as held out when the "
              "model never trained on that generator (`seen` marks the others). Reals: the share called fake at "
-             f"the threshold. Training budget: `{json.dumps(budget)}`.", ""]
+             "the threshold, as stored / q75, and blurred (sigma 1) / with a 10% colour cast: a detector that "
+             "learned \"softer or colour-shifted means fake\" calls these fake.", ""]
     for run in runs:
         held = ", ".join(run.get("held_out", [])) or "(an existing model)"
-        lines += [f"### {run['model']}, held out: {held} (threshold {run['threshold']:.4f})", "",
+        budget = f"Training budget: `{json.dumps(run['budget'])}`." if run.get("budget") and "run" in run else ""
+        lines += [f"### {run['model']}, held out: {held} (threshold {run['threshold']:.4f})", "", budget, "",
                   "| generator source | n | ROC-AUC stored / q75 | called fake stored / q75 |", "|---|---|---|---|"]
         for name, row in run["fakes"].items():
             s, q = row["as stored"], row["jpeg q75"]
@@ -215,8 +252,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/gscan-logo"))
     parser.add_argument("--twins-root", type=Path, default=Path("/tmp/gscan-logo"))
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
-    parser.add_argument("--recipe", choices=("twins", "twins+fakes"), default="twins")
-    parser.add_argument("--groups", nargs="+", choices=sorted(TRAINED_AS), help="held out in turn (twins+fakes)")
+    parser.add_argument("--recipe", choices=("twins", "twins+fakes", "twins+fakes+gans"), default="twins")
+    parser.add_argument("--groups", nargs="+", choices=sorted(TRAINED_AS) + ["none"],
+                        help="held out in turn (twins+fakes...); none: train on every generator (a model to ship)")
+    parser.add_argument("--tag", default="", help="a variant's name, added to the recipe's in the table")
     parser.add_argument("--model", help="score this model (shipped name, .onnx or run folder) instead of training")
     parser.add_argument("--name", help="the model's name in the table (with --model)")
     parser.add_argument("--crop", type=int, default=128)
@@ -227,6 +266,8 @@ def main() -> None:
     parser.add_argument("--per-source", type=int, default=100)
     parser.add_argument("--soften-real-prob", type=float, default=0.3)
     parser.add_argument("--synth-steps", type=int, default=600)
+    parser.add_argument("--jpeg-prob", type=float, default=1.0)
+    parser.add_argument("--double-jpeg-prob", type=float, default=0.5)
     parser.add_argument("--target-fpr", type=float, default=0.01, help="per real source, as stored and at q75")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

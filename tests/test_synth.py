@@ -30,7 +30,7 @@ def reals(tmp_path_factory):
 @pytest.fixture(scope="module")
 def twins(reals, tmp_path_factory):
     out = tmp_path_factory.mktemp("twins") / "t"
-    invoke("synth", reals / "real", "--out", out, "--steps", 40, "--train-images", 8,
+    invoke("synth", reals / "real", "--out", out, "--steps", 15, "--train-images", 8,
            "--decoder", "nearest-x2", "--decoder", "transposed-x4", "--decoder", "stylegan2-x2")
     return out
 
@@ -55,7 +55,7 @@ def test_every_real_gets_a_twin_of_its_size_in_the_same_source(reals, twins):
     used = {(t["decoder"], t["real"].split("/")[0]) for t in manifest["twins"]}
     assert used == {(d, s) for d in ("nearest-x2", "transposed-x4", "stylegan2-x2") for s in ("camera", "phone")}
     for d in manifest["decoders"]:
-        assert d["steps"] == 40 and d["twins"] == 4 and 5 < d["twin_psnr_db"] < 60
+        assert d["steps"] == 15 and d["twins"] == 4 and 5 < d["twin_psnr_db"] < 60
         assert (twins / "decoders" / f"{d['name']}.safetensors").is_file()
 
 
@@ -127,3 +127,29 @@ def test_train_on_twins_alone(reals, twins, tmp_path):
 def test_synth_refuses_an_unknown_decoder(reals, tmp_path):
     result = invoke("synth", reals / "real", "--out", tmp_path / "x", "--decoder", "nope", expect=2)
     assert "unknown decoder" in result.output
+
+
+def test_pairs_aligned_and_unaligned_are_drawn_equally_often(tmp_path):
+    from forensics.training.data import make_pairs, pair_sampler
+
+    reals = [Sample(tmp_path / f"r{i}.png", 0, "real/a" if i < 8 else "real/b") for i in range(10)]
+    twins = [Sample(tmp_path / f"t{i}.png", 1, r.source.replace("real/", "twin/")) for i, r in enumerate(reals)]
+    fakes = [Sample(tmp_path / f"f{i}.png", 1, "fake/gan" if i < 30 else "fake/other") for i in range(33)]
+    pairs = make_pairs(reals + fakes, list(zip(reals, twins)), seed=0)
+    assert len(pairs) == 43 and sum(p.aligned for p in pairs) == 10
+    assert all(p.real.label == 0 and p.fake.label == 1 for p in pairs)
+    drawn = [pairs[i] for i in pair_sampler(pairs, seed=1, num_samples=20000)]
+    share = {g: sum(p.group == g for p in drawn) / len(drawn) for g in {p.group for p in pairs}}
+    # two kinds, half each; within a kind every group alike, however many images it has
+    for group in ("aligned:real/a", "aligned:real/b", "unaligned:fake/gan", "unaligned:fake/other"):
+        assert share[group] == pytest.approx(0.25, abs=0.02), group
+
+
+def test_a_held_out_source_need_not_be_in_validation(tmp_path):
+    from forensics.training.data import exclude_sources
+
+    samples = [Sample(tmp_path / "a.png", 0, "real/a"), Sample(tmp_path / "b.png", 1, "fake/b")]
+    with pytest.raises(Exception, match="no such source"):
+        exclude_sources(samples, ["fake/elsewhere"])
+    kept, held = exclude_sources(samples, ["fake/elsewhere", "fake/b"], strict=False)
+    assert kept == samples[:1] and held == samples[1:]

@@ -158,12 +158,14 @@ def random_crop(pixels: np.ndarray, crop: int, rng: random.Random, grid: int = 8
     return pixels[y:y + crop, x:x + crop]
 
 
-def exclude_sources(samples: list[Sample], sources: Iterable[str]) -> tuple[list[Sample], list[Sample]]:
-    """(kept, held out): samples whose source (e.g. "real/ciplab-600") or class folder is listed are held out."""
+def exclude_sources(samples: list[Sample], sources: Iterable[str],
+                    strict: bool = True) -> tuple[list[Sample], list[Sample]]:
+    """(kept, held out): samples whose source (e.g. "real/ciplab-600") or class folder is listed are held out;
+    strict: a listed source that none of the samples has is an error (a typo)."""
     held = set(sources)
     names = [{s.source, s.source.split("/")[0]} for s in samples]  # a sample answers to its source and its class
     unknown = held - set().union(*names)
-    if unknown:
+    if unknown and strict:
         raise DataError(f"no such source(s) {sorted(unknown)}; sources here: {sorted({s.source for s in samples})}")
     is_held = [bool(n & held) for n in names]
     return ([s for s, h in zip(samples, is_held) if not h], [s for s, h in zip(samples, is_held) if h])
@@ -276,9 +278,11 @@ def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch
 
 
 def pair_sampler(pairs: list[Pair], seed: int, num_samples: int | None = None) -> WeightedRandomSampler:
-    """Each group (aligned pairs per real source, unaligned pairs per fake source) drawn equally often."""
+    """Aligned and unaligned pairs drawn equally often (when both exist), and within each kind every group
+    (real source for aligned pairs, fake source for unaligned ones) equally often."""
     per_group = Counter(p.group for p in pairs)
-    weights = [1.0 / per_group[p.group] for p in pairs]
+    groups_per_kind = Counter(group.split(":", 1)[0] for group in per_group)
+    weights = [1.0 / (per_group[p.group] * groups_per_kind[p.group.split(":", 1)[0]]) for p in pairs]
     generator = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(weights, num_samples or len(weights), replacement=True, generator=generator)
 

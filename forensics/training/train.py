@@ -166,7 +166,8 @@ def _load_splits(config: TrainConfig) -> Splits:
         val, val_classes = _discover_all([config.val_dir, *config.more_val], config.task)
         if val_classes != classes:
             raise DataError(f"validation classes {val_classes} differ from training classes {classes}")
-        val, _ = D.exclude_sources(_with_twins(val, config.val_twins)[0], config.hold_out)
+        # a source held out of training need not be in the validation folders
+        val, _ = D.exclude_sources(_with_twins(val, config.val_twins)[0], config.hold_out, strict=False)
         train_samples = samples
     else:
         train_samples, val = D.split_by_image(samples, config.val_fraction, config.seed)
