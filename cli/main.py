@@ -244,7 +244,7 @@ def eval_command(
     data_dir: Annotated[Path, typer.Argument(help="Labelled folder laid out as for training.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Run folder (checkpoint), shipped name or .onnx.")],
     perturb: Annotated[Optional[str], typer.Option(help="Re-encode or blur every image alike: jpeg:75, blur:1, "
-                                                        "resize:0.5.")] = None,
+                                                        "resize:0.5, colour:0.1 (a colour cast).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write metrics.json and PNGs here.")] = None,
     workers: int = 2,
 ) -> None:
