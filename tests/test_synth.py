@@ -153,3 +153,16 @@ def test_a_held_out_source_need_not_be_in_validation(tmp_path):
         exclude_sources(samples, ["fake/elsewhere"])
     kept, held = exclude_sources(samples, ["fake/elsewhere", "fake/b"], strict=False)
     assert kept == samples[:1] and held == samples[1:]
+
+
+def test_without_a_val_folder_each_twin_lands_on_its_real_side(reals, twins):
+    from forensics.training.data import TWIN, discover
+    from forensics.training.train import TrainConfig, _split_with_twins, _with_twins
+
+    samples, _ = discover(reals, "binary")
+    samples, aligned = _with_twins(samples, (twins,))
+    train, val = _split_with_twins(samples, aligned, TrainConfig(data_dir=reals, out=reals / "unused"))
+    assert len(train) + len(val) == len(samples)
+    for real, twin in aligned:
+        assert (real in train) == (twin in train) and (real in val) == (twin in val)
+    assert any(s.source.startswith(TWIN + "/") for s in val)

@@ -170,12 +170,22 @@ def _load_splits(config: TrainConfig) -> Splits:
         val, _ = D.exclude_sources(_with_twins(val, config.val_twins)[0], config.hold_out, strict=False)
         train_samples = samples
     else:
-        train_samples, val = D.split_by_image(samples, config.val_fraction, config.seed)
+        train_samples, val = _split_with_twins(samples, aligned, config)
     kept = set(train_samples)
     pairs = None
     if config.twins:
         pairs = D.make_pairs(train_samples, [(r, t) for r, t in aligned if r in kept and t in kept], config.seed)
     return Splits(train_samples, pairs, D.stratified_subsample(val, config.val_limit, config.seed), held, classes)
+
+
+def _split_with_twins(samples: list[D.Sample], aligned: list, config: TrainConfig):
+    """Split by image, each twin on its real's side, so no content is seen in training and scored in validation."""
+    twin_of = {r: t for r, t in aligned}
+    kept = set(samples)
+    base = [s for s in samples if not s.source.startswith(D.TWIN + "/")]
+    train_samples, val = D.split_by_image(base, config.val_fraction, config.seed)
+    return ([*train_samples, *(twin_of[r] for r in train_samples if twin_of.get(r) in kept)],
+            [*val, *(twin_of[r] for r in val if twin_of.get(r) in kept)])
 
 
 def _loader(splits: Splits, card: ModelCard, mean, std, config: TrainConfig):
