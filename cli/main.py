@@ -284,6 +284,23 @@ def export_command(
               f"{parity.get('parity_max_abs_logits_fp16', parity['parity_max_abs_logits']):.1e})")
 
 
+@app.command("attach")
+def attach_command(
+    model: Annotated[Path, typer.Argument(help="Exported model (.onnx with its NAME.json beside it).")],
+    evidence: Annotated[list[str], typer.Argument(help="NAME=FILE.json: measured evidence to store in the card's "
+                                                       "metrics (e.g. bench/logo.py's table).")],
+) -> None:
+    """Store measured evidence in an exported model's card; the weights are kept, the sha256 is renewed."""
+    from forensics.training.export import attach_to_exported
+
+    try:
+        card = attach_to_exported(model, _named_files(evidence))
+    except GscanError as exc:
+        raise fail(exc)
+    out.print(escape(f"{model}: card now holds {', '.join(sorted(card.metrics))} (sha256 {card.onnx_sha256[:16]}…)"),
+              soft_wrap=True)
+
+
 def _named_files(items: list[str]) -> dict[str, Path]:
     named = {}
     for item in items:

@@ -144,3 +144,25 @@ def test_batches_never_exceed_the_batch_size(tiny_onnx: Path, binary_data):
     summary = scan_paths(files, detector, rows.extend, ScanOptions(batch_size=6, workers=1))
     assert len(rows) == len(files) == summary.files
     assert sum(sizes) == summary.tiles and max(sizes) <= 6
+
+
+def test_attach_evidence_to_an_exported_model(tiny_onnx, tmp_path):
+    import shutil
+
+    from forensics.runtime import Detector, sha256_file
+
+    model = shutil.copy(tiny_onnx, tmp_path / "m.onnx")
+    shutil.copy(tiny_onnx.with_suffix(".json"), tmp_path / "m.json")
+    before = Detector(model, device="cpu")
+    evidence = tmp_path / "logo.json"
+    evidence.write_text(json.dumps({"rows": [{"source": "gan-x", "roc_auc": 0.61}]}))
+    invoke("attach", model, f"logo={evidence}")
+    after = Detector(model, device="cpu")  # loads: NAME.json names the new sha256
+    assert after.card.metrics["logo"]["rows"][0]["roc_auc"] == 0.61
+    assert json.loads((tmp_path / "m.json").read_text())["onnx_sha256"] == sha256_file(model) != before.sha256
+    tiles = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    assert np.array_equal(before.run(tiles)[0], after.run(tiles)[0])  # the same weights
+    # a file that is not the one its card names is refused, not re-signed
+    (tmp_path / "m.json").write_text((tmp_path / "m.json").read_text().replace(sha256_file(model), "0" * 64))
+    result = invoke("attach", model, f"logo={evidence}", expect=2)
+    assert "refusing" in result.output

@@ -156,3 +156,29 @@ def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None =
     card.onnx_sha256 = sha256_file(out_path)
     card.save(out_path.with_suffix(".json"))
     return card
+
+
+def attach_to_exported(onnx_path: Path, attach: dict[str, Path]) -> ModelCard:
+    """Store measured evidence in an exported model's card (its metadata and NAME.json) without re-exporting:
+    the graph and weights are kept as they are, the file's sha256 changes and NAME.json names the new one."""
+    onnx_path = Path(onnx_path)
+    try:
+        proto = onnx.load(str(onnx_path))
+    except Exception as exc:  # onnx raises its own types for unreadable files
+        raise ModelError(f"cannot read ONNX model {onnx_path}: {exc}") from exc
+    props = {p.key: p.value for p in proto.metadata_props}
+    if CARD_METADATA_KEY not in props:
+        raise ModelError(f"{onnx_path} carries no gscan model card in its metadata; export it with gscan export")
+    side = onnx_path.with_suffix(".json")
+    if side.is_file() and ModelCard.load(side).onnx_sha256 not in ("", sha256_file(onnx_path)):
+        raise ModelError(f"{onnx_path.name} is not the file its card {side.name} names: refusing to re-sign it")
+    card = ModelCard.from_json(props[CARD_METADATA_KEY])
+    attach_metrics(card, attach)
+    card.onnx_sha256 = ""
+    onnx.helper.set_model_props(proto, {**props, CARD_METADATA_KEY: card.to_json()})
+    tmp = onnx_path.with_suffix(".onnx.tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(onnx_path)
+    card.onnx_sha256 = sha256_file(onnx_path)
+    card.save(side)
+    return card
