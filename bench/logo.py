@@ -67,7 +67,8 @@ REAL_ROWS = {
     "faces/ffhq-thumbnail": ["faces/val/real/ffhq-thumbnail"],
     "faces/ffhq-like-1024": ["faces/val/real/ffhq-like-1024"],
     "faces/imagenet-photo (non-face)": ["faces/val/real/imagenet-photo"],
-    "faces/ciplab-600 (never trained on; sets the threshold)": ["faces/train/real/ciplab-600", "faces/val/real/ciplab-600"],
+    "faces/ciplab-600 (never trained on; sets the threshold)": ["faces/train/real/ciplab-600",
+                                                                "faces/val/real/ciplab-600"],
     "wild/dreambooth-photo": ["wild/val/real/dreambooth-photo"],
     "wild/pix2pix-facades (photos)": ["wild/val/real/pix2pix-facades"],
 }
@@ -99,6 +100,7 @@ def images(folders: list[str], data: Path, per_source: int, seed: int, label: in
 
 
 def eval_set(args: argparse.Namespace) -> list[Sample]:
+    assert not set(REAL_ROWS) & set(FAKE_ROWS), "a row name must say which class it is"  # rows are told apart by name
     reals = [s for name, folders in REAL_ROWS.items()
              for s in images(folders, args.data, args.per_source, args.seed, 0, name)]
     fakes = [s for name, (_, folders) in FAKE_ROWS.items()
@@ -224,8 +226,8 @@ def table_lines(runs: list[dict]) -> list[str]:
              "learned \"softer or colour-shifted means fake\" calls these fake.", ""]
     for run in runs:
         held = ", ".join(run.get("held_out", [])) or "(an existing model)"
-        budget = f"Training budget: `{json.dumps(run['budget'])}`." if run.get("budget") and "run" in run else ""
-        lines += [f"### {run['model']}, held out: {held} (threshold {run['threshold']:.4f})", "", budget, "",
+        budget = [f"Training budget: `{json.dumps(run['budget'])}`.", ""] if run.get("budget") and "run" in run else []
+        lines += [f"### {run['model']}, held out: {held} (threshold {run['threshold']:.4f})", "", *budget,
                   "| generator source | n | ROC-AUC stored / q75 | called fake stored / q75 |", "|---|---|---|---|"]
         for name, row in run["fakes"].items():
             s, q = row["as stored"], row["jpeg q75"]
