@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from results_doc import write_section  # noqa: E402
 from forensics.perturb import parse_perturbation  # noqa: E402
-from forensics.training.data import Augment, Sample, discover  # noqa: E402
+from forensics.training.data import Augment, Sample  # noqa: E402
 from forensics.training.evaluate import binary_metrics, load_predictor, score_samples  # noqa: E402
 from forensics.training.synth import MANIFEST, SynthConfig, synthesize  # noqa: E402
 from forensics.training.train import TrainConfig, train  # noqa: E402

@@ -310,7 +310,6 @@ def synthesize(config: SynthConfig, on_progress: Progress = lambda e: None) -> d
     reals = [p for p in find_images(real_dir) if p.is_file()]
     if not reals:
         raise DataError(f"no images found under {real_dir}")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     if config.bank_from:
         bank, models, records = load_bank(config.bank_from)
     else:
