@@ -67,7 +67,7 @@ def held_out_images(data: Path, pair: tuple[str, str], per_source: int, seed: in
 def run_pair(pair: tuple[str, str], args: argparse.Namespace) -> dict:
     recipe = RECIPES[args.recipe]
     run_dir = args.out / args.recipe / "__".join(p.replace("/", "-") for p in pair)
-    config = TrainConfig(data_dir=args.data / "faces" / "train", val_dir=args.data / "faces" / "val", out=run_dir,
+    config = TrainConfig(data_dir=args.data / "faces" / "train", val_dir=args.data / "faces" / "val", out=run_dir, force=True,
                          weights="imagenet-offline", front_end=recipe.get("front_end", "rgb"),
                          stem_stride=recipe.get("stem_stride", 0), crop=args.crop,
                          epochs=args.epochs, patience=args.epochs,

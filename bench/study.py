@@ -44,7 +44,7 @@ BUDGETS = {
 def run_cell(arch: str, task: str, data: Path, budget: dict, out: Path, pretrained: bool) -> dict:
     weights = "imagenet-offline" if arch == "tf_efficientnet_lite0" and not pretrained else None
     run_dir = out / f"{task}-{arch}"
-    config = TrainConfig(data_dir=data / TASKS[task] / "train", val_dir=data / TASKS[task] / "val", out=run_dir,
+    config = TrainConfig(data_dir=data / TASKS[task] / "train", val_dir=data / TASKS[task] / "val", out=run_dir, force=True,
                          task=task, arch=arch, pretrained=pretrained, weights=weights, crop=budget["crop"],
                          epochs=budget["epochs"], batch_size=budget["batch_size"], patience=budget["epochs"],
                          samples_per_epoch=budget["samples_per_epoch"],

@@ -2,40 +2,70 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 
 class ScanProgress:
-    """A live count of rows on a terminal; nothing when stderr is not a TTY (CI logs stay clean)."""
+    """A live bar on a terminal: files found so far (counted beside the scan), rows done, images/s and an ETA once
+    the count is complete. Nothing when stderr is not a TTY (CI logs stay clean)."""
 
-    def __init__(self, console: Console, enabled: bool = True):
+    def __init__(self, console: Console, root: Path, enabled: bool = True):
         self.enabled = enabled and console.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("scanning"), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[fake]} fake, {task.fields[errors]} errors"),
-                                 TimeElapsedColumn(), console=console, transient=True)
+        self.root = root
+        self.progress = Progress(SpinnerColumn(), TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[found]}{task.fields[fake]} fake, "
+                                            "{task.fields[errors]} errors"),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console, transient=True)
         self.task = None
-        self.fake = self.errors = 0
+        self.rows = self.fake = self.errors = 0
+        self._stop = threading.Event()
+        self._started = time.perf_counter()
 
     def __enter__(self) -> "ScanProgress":
         if self.enabled:
             self.progress.start()
-            self.task = self.progress.add_task("scan", total=None, fake=0, errors=0)
+            self.task = self.progress.add_task("scan", total=None, fake=0, errors=0, found="", rate="")
+            threading.Thread(target=self._count, name="gscan-count", daemon=True).start()
         return self
 
+    def _count(self) -> None:
+        """Walk the tree as the scan does, so the bar gets its total (and an ETA) before the scan ends."""
+        from forensics.images import find_images
+
+        found = 0
+        for found, _ in enumerate(find_images(self.root), 1):
+            if self._stop.is_set():
+                return
+            if found % 500 == 0:
+                self.progress.update(self.task, found=f"{found} found so far; ")
+        self.progress.update(self.task, total=found, found="")
+
     def advance(self, rows: list[dict]) -> None:
+        self.rows += len(rows)
         self.fake += sum(r["label"] == "fake" for r in rows)
         self.errors += sum(r["status"] == "error" for r in rows)
         if self.task is not None:
-            self.progress.update(self.task, advance=len(rows), fake=self.fake, errors=self.errors)
+            rate = self.rows / max(time.perf_counter() - self._started, 1e-9)
+            self.progress.update(self.task, advance=len(rows), fake=self.fake, errors=self.errors,
+                                 rate=f"{rate:.1f} images/s")
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        self._stop.set()
         if self.enabled:
             self.progress.stop()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def print_rows(console: Console, rows: list[dict], total: int) -> None:
@@ -67,17 +97,26 @@ def print_summary(console: Console, result) -> None:
     table.add_row("files", str(s.files))
     table.add_row("real / fake / error", f"{s.real} / {s.fake} / {s.errors}")
     if s.reused:
-        table.add_row("resumed", f"{s.reused} rows reused (same path, size and modification time)")
-    table.add_row("time", f"{s.seconds:.2f} s ({s.images_per_second:.1f} images/s)")
+        table.add_row("resumed", f"{s.reused} rows reused (same path, size and modification time), "
+                                 f"{s.files - s.reused} scanned")
+    speed = f"{s.images_per_second:.1f} images/s" if s.files > s.reused else "nothing new scanned"
+    table.add_row("time", f"{s.seconds:.2f} s ({speed})")
     if result.report:
         table.add_row("report", str(result.report))
     console.print(table)
 
 
+def print_models_json(console: Console, models) -> None:
+    """Each model's path, whether it is shipped, its sha256 as its card states it, and the whole card."""
+    records = [{"name": m.card.name, "path": str(m.path), "shipped": m.shipped, "card": m.card.to_dict()}
+               for m in models]
+    console.out(json.dumps(records, indent=2), highlight=False)
+
+
 def print_models(console: Console, models) -> None:
     """A few lines per model (a wide table would cut names off on narrow terminals)."""
     if not models:
-        console.print("no shipped models")
+        console.print("no models found")
     for m in models:
         c = m.card
         val, q75 = c.metrics.get("val", {}), c.metrics.get("val_jpeg75", {})
@@ -87,8 +126,9 @@ def print_models(console: Console, models) -> None:
         else:
             quality = (f"val per-image accuracy {val.get('accuracy', float('nan')):.4f} as stored, "
                        f"{q75.get('accuracy', float('nan')):.4f} at JPEG q75")
-        console.print(escape(f"{c.name}  ({c.task}, {c.arch}, crop {c.tiling.crop}, up to {c.tiling.max_tiles} tiles)"),
-                      style="bold", soft_wrap=True)
+        where = "shipped" if m.shipped else f"yours: {m.path}"
+        console.print(escape(f"{c.name}  ({c.task}, {c.arch}, crop {c.tiling.crop}, up to {c.tiling.max_tiles} tiles; "
+                             f"{where})"), style="bold", soft_wrap=True)
         console.print(escape(f"  classes: {', '.join(c.classes)}"), soft_wrap=True)
         console.print(escape(f"  {quality}") + (escape(f"; companion {c.companion}") if c.companion else ""),
                       soft_wrap=True)

@@ -20,11 +20,19 @@ def orient(image: Image.Image, orientation: int) -> Image.Image:
     return image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image
 
 
-def jet(values: np.ndarray) -> np.ndarray:
-    """The jet colour map on 0..1 -> uint8 RGB (what Grad-CAM figures use)."""
-    v = np.clip(values, 0.0, 1.0)[..., None]
-    rgb = np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-    return (rgb * 255).astype(np.uint8)
+# matplotlib's "inferno" (perceptually uniform, dark to bright through red), sampled at 17 stops: the scan side
+# has no matplotlib, and 256 levels interpolated from these are indistinguishable on screen
+_INFERNO_STOPS = np.array([
+    (0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110), (138, 34, 106),
+    (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29), (249, 142, 9), (252, 172, 17),
+    (249, 203, 53), (242, 234, 105), (252, 255, 164)], dtype=np.float32)
+
+
+def inferno(values: np.ndarray) -> np.ndarray:
+    """The inferno colour map on 0..1 -> uint8 RGB."""
+    v = np.clip(values, 0.0, 1.0) * (len(_INFERNO_STOPS) - 1)
+    rgb = [np.interp(v, np.arange(len(_INFERNO_STOPS)), _INFERNO_STOPS[:, c]) for c in range(3)]
+    return np.round(np.stack(rgb, axis=-1)).astype(np.uint8)
 
 
 def heatmap_canvas(tile_cams: np.ndarray, origins: list[tuple[int, int]], crop: int, height: int, width: int,
@@ -47,30 +55,51 @@ def display_scale(height: int, width: int) -> float:
     return min(1.0, MAX_DISPLAY_SIDE / max(height, width))
 
 
-_JET_LUT = jet(np.linspace(0.0, 1.0, 256))
+_LUT = inferno(np.linspace(0.0, 1.0, 256))
+LEGEND_HEIGHT = 34
 
 
 def overlay(pixels: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """Blend the jet-coloured map (normalised to its own peak) half and half over the image where it is positive."""
+    """Blend the colour-mapped map (normalised to its own peak) half and half over the whole image."""
     return np.asarray(overlay_image(Image.fromarray(np.asarray(pixels, dtype=np.uint8)), heat))
 
 
-def overlay_image(image: Image.Image, heat: np.ndarray) -> Image.Image:
-    """overlay() on a PIL image. Palette lookup, blend and mask all run in Pillow's C code: this runs for every
-    selected image of a scan, where numpy fancy indexing cost 10-30 ms per 512 x 512 image."""
-    peak = float(heat.max())
-    if peak <= 0:
-        return image
-    index = Image.fromarray((heat * (255.0 / peak)).astype(np.uint8), mode="L")
-    colour = index.convert("P")
-    colour.putpalette(_JET_LUT.tobytes())
-    blended = Image.blend(image, colour.convert("RGB"), 0.5)
-    return Image.composite(blended, image, Image.fromarray((heat > 0).astype(np.uint8) * 255, mode="L"))
+def overlay_image(image: Image.Image, heat: np.ndarray, peak: float | None = None) -> Image.Image:
+    """overlay() on a PIL image. Palette lookup and blend run in Pillow's C code: this runs for every selected
+    image of a scan, where numpy fancy indexing cost 10-30 ms per 512 x 512 image. The whole map is drawn, zeros
+    included (dark), so no part of the image shows through unmarked."""
+    peak = float(heat.max()) if peak is None else peak
+    scaled = heat * (255.0 / peak) if peak > 0 else np.zeros_like(heat)
+    colour = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L").convert("P")
+    colour.putpalette(_LUT.tobytes())
+    return Image.blend(image, colour.convert("RGB"), 0.5)
+
+
+def with_legend(image: Image.Image, cam_max: float, cam_class: str) -> Image.Image:
+    """The heatmap with a strip below it: the colour scale from 0 to the map's raw peak (the row's cam_max), and
+    the class the map explains."""
+    from PIL import ImageDraw, ImageFont
+
+    width = max(image.width, 160)
+    out = Image.new("RGB", (width, image.height + LEGEND_HEIGHT), (255, 255, 255))
+    out.paste(image, (0, 0))
+    bar_w = width - 8
+    bar = Image.fromarray(np.repeat(_LUT[None, np.linspace(0, 255, bar_w).astype(int)], 10, axis=0))
+    out.paste(bar, (4, image.height + 3))
+    draw, font = ImageDraw.Draw(out), ImageFont.load_default()
+    y = image.height + 15
+    draw.text((4, y), "0", fill=(0, 0, 0), font=font)
+    label = f"Grad-CAM for '{cam_class}'"
+    draw.text(((width - draw.textlength(label, font=font)) / 2, y), label, fill=(0, 0, 0), font=font)
+    peak = f"{cam_max:.3g}"
+    draw.text((width - 4 - draw.textlength(peak, font=font), y), peak, fill=(0, 0, 0), font=font)
+    return out
 
 
 def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[tuple[int, int]], crop: int,
-                      orientation: int, path: Path) -> None:
-    """The heatmap over the image as a viewer shows it (EXIF orientation applied to both), scaled for display."""
+                      orientation: int, path: Path, cam_class: str = "") -> None:
+    """The heatmap over the image as a viewer shows it (EXIF orientation applied to both), scaled for display,
+    with its legend."""
     height, width = pixels.shape[:2]
     scale = display_scale(height, width)
     heat = heatmap_canvas(tile_cams, origins, crop, height, width, scale)
@@ -78,7 +107,8 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
     if scale < 1.0:
         # reducing_gap: an integer box reduction first, then bilinear; a quarter of the time, same look on screen
         image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    blended = orient(overlay_image(image, heat), orientation)
+    cam_max = float(np.maximum(tile_cams, 0).max())  # the row's cam_max: the legend's top is that value
+    blended = with_legend(orient(overlay_image(image, heat, cam_max), orientation), cam_max, cam_class)
     tmp = path.with_name(path.name + ".tmp")
     write_rgb_png(np.asarray(blended), tmp)  # decoded pixels are always RGB
     tmp.replace(path)

@@ -18,7 +18,7 @@ from .cam import orient
 THUMB_SIDE = 160
 VIEW_SIDE = 480
 ASSETS = Path(__file__).resolve().parent / "assets"
-ROW_KEYS = ("path", "status", "error", "sha256", "label", "score", "notes", "cam_class", "generator",
+ROW_KEYS = ("path", "status", "error", "sha256", "label", "score", "notes", "cam_class", "cam_max", "generator",
             "generator_score")
 
 
@@ -106,7 +106,7 @@ table.facts th{text-align:left;padding-right:1em;color:#555;vertical-align:top}
 #view{position:fixed;inset:0;background:rgba(0,0,0,.8);display:flex;align-items:center;justify-content:center}
 #view[hidden]{display:none}#view-body{background:#fff;padding:1em;max-width:95vw;max-height:95vh;overflow:auto}
 .pics{display:flex;gap:1em}.pics img{min-width:320px;max-width:45vw;max-height:75vh;image-rendering:pixelated}
-svg .realbin{fill:#6a6}svg .fakebin{fill:#d66}svg .threshold{stroke:#000;stroke-width:2;stroke-dasharray:4 2}
+svg .realbin{fill:#6a6}svg .fakebin{fill:#d66}svg .threshold{stroke:#000;stroke-width:2;stroke-dasharray:4 2}svg .axis{stroke:#444}svg .tick{font-size:11px;fill:#333}
 """
 
 TEMPLATE = """<!DOCTYPE html>
@@ -117,7 +117,7 @@ TEMPLATE = """<!DOCTYPE html>
 <h1>gscan triage</h1>
 <table class="facts">{facts}</table>
 <h2>Scores</h2>
-<svg id="histogram" width="420" height="100" role="img" aria-label="score histogram with the threshold marked"></svg>
+<svg id="histogram" width="450" height="136" role="img" aria-label="score histogram with the threshold marked"></svg>
 <div class="controls">
 <label>sort <select id="sort"><option value="score-desc">score, high first</option>
 <option value="score-asc">score, low first</option><option value="path">path</option></select></label>

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,6 +20,11 @@ COLUMNS = [
     "model", "model_sha256", "attribution_model", "attribution_model_sha256", "gscan_version", "scanned_at",
 ]
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def is_stdout(path: Path | str | None) -> bool:
+    """`--report -`: JSON Lines on stdout."""
+    return path is not None and str(path) == "-"
 
 
 def report_format(path: Path) -> str:
@@ -83,14 +89,19 @@ class ReportWriter:
 
     def __init__(self, path: Path, columns: list[str] | None = None, atomic: bool = False):
         self.path = Path(path)
-        self.format = report_format(self.path)
+        self.to_stdout = is_stdout(self.path)
+        self.format = "jsonl" if self.to_stdout else report_format(self.path)
         self.columns = columns or COLUMNS
         self.count = 0
+        if self.to_stdout:
+            self._target = self.path
+            self._fh: TextIO = sys.stdout
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic = atomic or self.format == "json"
         target = self.path.with_name(self.path.name + ".partial") if atomic else self.path
         self._target = target
-        self._fh: TextIO = open(target, "w", newline="", encoding="utf-8")
+        self._fh = open(target, "w", newline="", encoding="utf-8")
         if self.format == "csv":
             self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
             self._csv.writeheader()
@@ -114,6 +125,9 @@ class ReportWriter:
 
     def close(self, complete: bool = True) -> None:
         """Finalise the report; with complete=False (the scan failed) an atomic report stays NAME.partial."""
+        if self.to_stdout:
+            self._fh.flush()
+            return
         if self._fh.closed:
             return
         if self.format == "json" and complete:

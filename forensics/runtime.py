@@ -13,13 +13,43 @@ import numpy as np
 from .card import CARD_METADATA_KEY, ModelCard
 from .errors import DeviceError, ModelError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "exported_models"
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "exported_models"
 DEFAULT_MODEL = "gscan-binary-effnetlite0"
-MODELS_DIR_ENV = "GSCAN_MODELS_DIR"
+USER_MODELS_ENV = "GSCAN_MODELS"
 
 
-def models_dir() -> Path:
-    return Path(os.environ.get(MODELS_DIR_ENV, MODELS_DIR))
+def user_models_dir() -> Path:
+    """Where models you export by name live: $GSCAN_MODELS, else the user data folder (~/.local/share/gscan/models
+    on Linux)."""
+    if os.environ.get(USER_MODELS_ENV):
+        return Path(os.environ[USER_MODELS_ENV])
+    from platformdirs import user_data_path
+
+    return user_data_path("gscan") / "models"
+
+
+def model_dirs() -> list[Path]:
+    """Searched in this order by --model NAME: your models first, then the shipped ones."""
+    return [user_models_dir(), SHIPPED_MODELS_DIR]
+
+
+def export_target(name_or_path: str) -> Path:
+    """`gscan export --out`: a bare name goes to the user model folder; anything else is a path to an .onnx file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".onnx":
+        return candidate
+    if len(candidate.parts) != 1 or not name_or_path.strip() or name_or_path.startswith("."):
+        raise ModelError(f"--out takes a model name or a path ending in .onnx, not {name_or_path!r}")
+    return user_models_dir() / f"{name_or_path}.onnx"
+
+
+def _model_files() -> dict[str, Path]:
+    """Every model that --model NAME can name; a user model shadows a shipped one of the same name."""
+    found: dict[str, Path] = {}
+    for folder in reversed(model_dirs()):
+        if folder.is_dir():
+            found.update({p.stem: p for p in sorted(folder.glob("*.onnx"))})
+    return found
 
 
 def cuda_device_count() -> int:
@@ -79,11 +109,11 @@ def resolve_model(name_or_path: str | None) -> Path:
         if not candidate.is_file():
             raise ModelError(f"model file {candidate} does not exist")
         return candidate
-    shipped = models_dir() / f"{name}.onnx"
-    if not shipped.is_file():
-        known = ", ".join(sorted(p.stem for p in models_dir().glob("*.onnx"))) or "none"
-        raise ModelError(f"no model named {name!r} in {models_dir()} (shipped: {known})")
-    return shipped
+    known = _model_files()
+    if name not in known:
+        raise ModelError(f"no model named {name!r} in {' or '.join(map(str, model_dirs()))} "
+                         f"(known: {', '.join(sorted(known)) or 'none'})")
+    return known[name]
 
 
 @dataclass
@@ -91,11 +121,15 @@ class ModelInfo:
     path: Path
     card: ModelCard
 
+    @property
+    def shipped(self) -> bool:
+        return self.path.parent == SHIPPED_MODELS_DIR
+
 
 def list_models() -> list[ModelInfo]:
-    """Shipped models with their cards (from the JSON beside each .onnx)."""
+    """Every model --model NAME finds (yours and the shipped ones), with its card from the JSON beside it."""
     out = []
-    for path in sorted(models_dir().glob("*.onnx")):
+    for path in sorted(_model_files().values(), key=lambda p: (p.parent != SHIPPED_MODELS_DIR, p.stem)):
         card_path = path.with_suffix(".json")
         if card_path.is_file():
             out.append(ModelInfo(path, ModelCard.load(card_path)))
@@ -197,7 +231,7 @@ def load_detectors(models: list[str] | None, device: str = "auto") -> tuple[Dete
     if len(detectors) == 1:
         main = detectors[0]
         companion = main.card.companion if main.card.task == "binary" else ""
-        if companion and (models_dir() / f"{companion}.onnx").is_file():
+        if companion and companion in _model_files():
             return main, Detector(resolve_model(companion), device=device)
         return main, None
     return binary[0], attribution[0]

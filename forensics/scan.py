@@ -68,7 +68,9 @@ class ScanSummary:
 
     @property
     def images_per_second(self) -> float:
-        return self.files / self.seconds if self.seconds > 0 else 0.0
+        """Images scored per second: rows reused by --resume cost nothing and are not counted."""
+        scanned = self.files - self.reused
+        return scanned / self.seconds if self.seconds > 0 else 0.0
 
 
 def auto_workers() -> int:
@@ -213,7 +215,7 @@ class HeatmapWriter:
         if max(decoded.width, decoded.height) > MAX_DISPLAY_SIDE:
             row["notes"] = "; ".join(filter(None, [row["notes"], f"heatmap scaled to {MAX_DISPLAY_SIDE} px for display"]))
         return self.submit(write_heatmap_png, decoded.pixels, tile_cams, item.origins, self.crop,
-                           decoded.orientation, path)
+                           decoded.orientation, path, classes[cls])
 
 
 class BatchRunner:
@@ -399,7 +401,7 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
     rest, and write the whole report anew in scan order (atomically: the old one stays until the new is whole).
     """
     from .html import TriagePage
-    from .report import ReportWriter, read_rows
+    from .report import ReportWriter, is_stdout, read_rows
     from .runtime import load_detectors
 
     root = Path(root)
@@ -407,8 +409,8 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         raise GscanError(f"path {root} does not exist")
     options = options or ScanOptions()
     if resume:
-        if report is None:
-            raise GscanError("--resume needs --report: the report to resume")
+        if report is None or is_stdout(report):
+            raise GscanError("--resume needs --report FILE: the report to resume")
         options.previous = {row["path"]: row for row in read_rows(report)}
     detector, attributor = load_detectors(models, device)
     if engine == "ray" and attributor is not None and len(models or []) < 2:

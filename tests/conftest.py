@@ -61,3 +61,10 @@ def skip_unless_shared():
 def _quiet_threads():
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_models(tmp_path_factory):
+    """Models a test exports by name go to a temporary user model folder, never the tester's own."""
+    os.environ["GSCAN_MODELS"] = str(tmp_path_factory.mktemp("user-models"))
+    yield

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH, TINY_CROP, invoke
-from forensics.cam import MAX_DISPLAY_SIDE, heatmap_canvas
+from forensics.cam import LEGEND_HEIGHT, MAX_DISPLAY_SIDE, heatmap_canvas
 from forensics.images import decode_file
 from forensics.runtime import Detector
 from forensics.tiling import extract_tiles
@@ -123,11 +123,12 @@ def test_one_png_per_selected_image_named_by_hash(quadrant_model, tmp_path: Path
         path = Path(row["cam_path"])
         assert path.parent == cams and path.name == f"{row['sha256']}.png"
         w, h = sizes[row["path"]]
-        shown = Image.open(path).size
+        shown_w, shown_h = Image.open(path).size
+        shown_h -= LEGEND_HEIGHT  # the colour scale below the image
         if max(w, h) <= MAX_DISPLAY_SIDE:
-            assert shown == (w, h)
+            assert (shown_w, shown_h) == (max(w, 160), h)
         else:
-            assert max(shown) == MAX_DISPLAY_SIDE and "scaled" in row["notes"]
+            assert max(shown_w, shown_h) == MAX_DISPLAY_SIDE and "scaled" in row["notes"]
         assert row["cam_max"] >= 0 and row["cam_class"] in ("real", "fake")
         assert row["cam_class"] == row["label"]
 
@@ -148,8 +149,27 @@ def test_cam_command_single_layer_and_all_layers(quadrant_model, tmp_path: Path)
     image = sorted((test_dir / "fake").glob("*.png"))[0]
     invoke("cam", image, "--checkpoint", run, "--out", tmp_path / "one.png", "--target", "fake")
     assert Image.open(tmp_path / "one.png").size == (64, 64)
-    result = invoke("cam", image, "--checkpoint", run, "--out", tmp_path / "grid.png", "--layers", "all",
+    result = invoke("cam", image, "--checkpoint", run, "--out", tmp_path / "grid.png", "--all-layers",
                     "--method", "gradcam++")
     assert "layer4" in result.output and Image.open(tmp_path / "grid.png").size[0] > 300
     assert "no layer" in invoke("cam", image, "--checkpoint", run, "--out", tmp_path / "x.png", "--layer", "nope",
                                 expect=2).output
+
+
+def test_the_whole_map_is_drawn_with_a_legend_of_its_raw_scale():
+    """No part of the image shows through unmarked where the map is 0, and the strip below runs from the colour
+    map's dark end (0) to its bright end (the raw peak, cam_max)."""
+    from forensics.cam import inferno, overlay_image, with_legend
+
+    image = Image.fromarray(np.full((64, 200, 3), 200, np.uint8))
+    heat = np.zeros((64, 200), np.float32)
+    heat[:, 100:] = np.linspace(0, 2.5, 100)[None]
+    drawn = np.asarray(overlay_image(image, heat, peak=2.5)).astype(int)
+    assert (drawn[:, :100] < 150).all()  # zeros are drawn dark, not left as the raw image
+    assert (drawn[:, -1, 0] > drawn[:, 101, 0] + 60).all()  # the peak is bright
+    legend = np.asarray(with_legend(Image.fromarray(drawn.astype(np.uint8)), 2.5, "fake")).astype(int)
+    assert legend.shape == (64 + LEGEND_HEIGHT, 200, 3)
+    bar = legend[64 + 6, 4:196]
+    lut = inferno(np.array([0.0, 1.0])).astype(int)
+    assert np.abs(bar[0] - lut[0]).max() <= 3 and np.abs(bar[-1] - lut[1]).max() <= 3
+    assert bar.sum(axis=1)[-1] > bar.sum(axis=1)[len(bar) // 2] > bar.sum(axis=1)[0]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import invoke
 from forensics import __version__
@@ -72,12 +74,23 @@ def test_fail_on_fake_exit_codes(tiny_onnx, tmp_path: Path):
     assert "1" in result.output and "broken.png" in result.output
 
 
+def test_scan_side_install_holds_no_training_packages():
+    """`pip install gscan` installs what a scan imports; the training stack is the train extra."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = lambda reqs: {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in reqs}  # noqa: E731
+    base, train = names(project["dependencies"]), names(project["optional-dependencies"]["train"])
+    assert base == {"typer", "rich", "pillow", "numpy", "onnxruntime-gpu", "platformdirs"}
+    assert {"torch", "timm", "safetensors", "onnx", "grad-cam", "scikit-learn", "matplotlib"} <= train
+
+
 def test_scan_does_not_import_torch(tiny_onnx, tmp_path: Path):
     save(natural_image(np.random.default_rng(6), 40, 40), tmp_path / "a.png")
     code = ("import sys\nfrom cli.main import app\n"
             f"try:\n    app(['dir', {str(tmp_path)!r}, '--model', {str(tiny_onnx)!r}, '-q'])\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'matplotlib') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'timm', 'sklearn', 'matplotlib', 'onnx', 'safetensors', "
+            "'pytorch_grad_cam', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr

@@ -103,6 +103,8 @@ def test_eval_writes_metrics_and_plots(binary_data, tiny_run: Path, tiny_onnx: P
         assert sum(map(sum, metrics["confusion_matrix"])) == 32
         assert (out / "roc.png").stat().st_size > 1000 and (out / "confusion.png").stat().st_size > 1000
         assert "roc_auc" in result.output
+        assert set(metrics["files"]) == {"metrics.json", "confusion.png", "roc.png", "reliability.png"}
+        assert all((out / f).is_file() for f in metrics["files"]) and "wrote metrics.json" in result.output
 
 
 def read_report(path: Path) -> list[dict]:

@@ -89,8 +89,13 @@ def test_page_in_a_real_browser(page, tmp_path: Path):
         tab.fill("#search", "img01")
         assert tab.locator("#grid .card").count() == sum("img01" in r["path"] for r in fakes)
         tab.fill("#search", "")
+        axis = " ".join(tab.locator("#histogram text").all_text_contents())
+        assert "images" in axis and "score (probability of fake)" in axis and "0.5" in axis
+        tab.select_option("#verdict", "fake")
         tab.locator("#grid .card").first.click()
-        assert tab.locator("#view-body img").count() >= 1
+        assert tab.locator("#view-body img").count() == 2  # the image and its heatmap
+        caption = tab.locator("#view-body figcaption").all_inner_texts()[1]
+        assert f"Grad-CAM for class '{fakes[0]['cam_class']}'" in caption and "scale 0 to" in caption
         tab.screenshot(path=str(tmp_path / "triage.png"), full_page=True)
         browser.close()
     assert alerts == [] and (tmp_path / "triage.png").stat().st_size > 10_000

@@ -59,7 +59,9 @@
     body.replaceChildren();
     body.appendChild(el("div", "path", r.path));
     const pics = el("div", "pics");
-    for (const [key, label] of [["large", "image"], ["heat", "heatmap (" + (r.cam_class || "") + ")"]]) {
+    const explained = "heatmap: Grad-CAM for class '" + (r.cam_class || "") + "', scale 0 to " +
+      (r.cam_max != null ? r.cam_max.toPrecision(3) : "?") + " (the map's raw peak)";
+    for (const [key, label] of [["large", "image"], ["heat", explained]]) {
       if (!r[key]) continue;
       const fig = el("figure");
       const img = el("img");
@@ -95,27 +97,41 @@
   }
 
   function histogram() {
+    // bars over x 40..440 (score 0..1), y 10..100 (0..the fullest bin); axes labelled below and left
     const svg = document.getElementById("histogram");
     const ns = "http://www.w3.org/2000/svg";
+    const X0 = 40, Y0 = 100, H = 90;
+    const add = (tag, attrs, text) => {
+      const node = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+      if (text != null) node.textContent = text;
+      svg.appendChild(node);
+      return node;
+    };
     const bins = new Array(20).fill(0);
     for (const r of rows) if (r.score != null) bins[Math.min(19, Math.floor(r.score * 20))]++;
     const peak = Math.max(1, ...bins);
     bins.forEach((n, i) => {
-      const rect = document.createElementNS(ns, "rect");
-      const h = 80 * n / peak;
-      rect.setAttribute("x", 10 + i * 20); rect.setAttribute("y", 90 - h);
-      rect.setAttribute("width", 18); rect.setAttribute("height", h);
-      rect.setAttribute("class", (i + 0.5) / 20 >= data.threshold ? "fakebin" : "realbin");
+      const h = H * n / peak;
+      const rect = add("rect", {x: X0 + i * 20, y: Y0 - h, width: 18, height: h,
+        class: (i + 0.5) / 20 >= data.threshold ? "fakebin" : "realbin"});
       const title = document.createElementNS(ns, "title");
-      title.textContent = (i / 20).toFixed(2) + "–" + ((i + 1) / 20).toFixed(2) + ": " + n;
+      title.textContent = (i / 20).toFixed(2) + "–" + ((i + 1) / 20).toFixed(2) + ": " + n + " images";
       rect.appendChild(title);
-      svg.appendChild(rect);
     });
-    const x = 10 + 400 * data.threshold;
-    const line = document.createElementNS(ns, "line");
-    line.setAttribute("x1", x); line.setAttribute("x2", x); line.setAttribute("y1", 0); line.setAttribute("y2", 95);
-    line.setAttribute("class", "threshold");
-    svg.appendChild(line);
+    add("line", {x1: X0, x2: X0 + 400, y1: Y0, y2: Y0, class: "axis"});
+    add("line", {x1: X0, x2: X0, y1: Y0 - H, y2: Y0, class: "axis"});
+    for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+      add("text", {x: X0 + 400 * t, y: Y0 + 14, "text-anchor": "middle", class: "tick"}, String(t));
+    }
+    add("text", {x: X0 - 4, y: Y0, "text-anchor": "end", class: "tick"}, "0");
+    add("text", {x: X0 - 4, y: Y0 - H + 8, "text-anchor": "end", class: "tick"}, String(peak));
+    add("text", {x: 12, y: Y0 - H / 2, "text-anchor": "middle", class: "tick",
+      transform: "rotate(-90 12 " + (Y0 - H / 2) + ")"}, "images");
+    add("text", {x: X0 + 200, y: Y0 + 30, "text-anchor": "middle", class: "tick"},
+      "score (probability of fake); dashed line: threshold " + data.threshold.toFixed(4));
+    const x = X0 + 400 * data.threshold;
+    add("line", {x1: x, x2: x, y1: Y0 - H - 5, y2: Y0 + 4, class: "threshold"});
   }
 
   const gens = [...new Set(rows.map((r) => r.generator).filter(Boolean))].sort();

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import GscanError
 from ..images import DecodedImage, decode_file
 from ..report import path_text
+from ..extras import require_extra
 from ..scan import RowBuilder, RowSink, ScanOptions, ScanSummary, auto_batch_size
 from ..tiling import normalise, tile_origins
 
@@ -24,11 +25,10 @@ FACT_FIELDS = ("sha256", "file_size", "mtime", "format", "width", "height", "ori
 
 
 def require_ray():
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise GscanError("--engine ray needs the ray extra: pip install 'gscan[ray]'") from None
+    require_extra("ray", "--engine ray")
+    import ray
+    import ray.data  # noqa: F401
+
     return ray
 
 

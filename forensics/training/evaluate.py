@@ -269,12 +269,16 @@ def evaluate_model(data_dir: Path, model: str, perturb: str | None = None, out_d
     metrics.update(model=model_path, model_name=card.name, data=str(data_dir), perturb=perturb or "none")
     if out_dir:
         out_dir = Path(out_dir)
-        save_metrics(metrics, out_dir)
-        plot_confusion(metrics["confusion_matrix"], card.classes, out_dir / "confusion.png",
-                       f"{card.name} ({perturb or 'as stored'})")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        title = f"{card.name} ({perturb or 'as stored'})"
+        files = ["metrics.json", "confusion.png"]
+        plot_confusion(metrics["confusion_matrix"], card.classes, out_dir / "confusion.png", title)
         if card.task == "binary" and "roc_auc" in metrics:
-            plot_roc(probs[:, card.positive_index], labels, out_dir / "roc.png", f"{card.name} ({perturb or 'as stored'})")
+            plot_roc(probs[:, card.positive_index], labels, out_dir / "roc.png", title)
+            files.append("roc.png")
         if card.task == "binary":
-            plot_reliability(metrics["calibration"], out_dir / "reliability.png",
-                             f"{card.name} ({perturb or 'as stored'})")
+            plot_reliability(metrics["calibration"], out_dir / "reliability.png", title)
+            files.append("reliability.png")
+        metrics["files"] = files
+        save_metrics(metrics, out_dir)
     return metrics

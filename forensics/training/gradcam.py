@@ -26,7 +26,7 @@ def cam_methods() -> dict[str, type]:
 
 
 def stage_layers(model: torch.nn.Module) -> list[str]:
-    """Layers to show for `--layers all`: every block of Xception (as in the study's figure), else timm's stages."""
+    """Layers to show for `--all-layers`: every block of Xception (as in the study's figure), else timm's stages."""
     names = [n for n, _ in model.named_children() if n.startswith("block")]
     if len(names) < 4:
         names = [info["module"] for info in model.feature_info]

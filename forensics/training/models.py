@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import timm
@@ -102,8 +104,17 @@ def _classifier_keys(model: torch.nn.Module) -> list[str]:
 def save_checkpoint(model: torch.nn.Module, card: ModelCard, run_dir: Path) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run_dir / CHECKPOINT_WEIGHTS))
+    weights = run_dir / CHECKPOINT_WEIGHTS
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    readable_like_others(weights)
     card.save(run_dir / CHECKPOINT_CARD)
+
+
+def readable_like_others(path: Path) -> None:
+    """safetensors writes its files mode 0600; give them the mode the umask gives every other file we write."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_checkpoint(run_dir: Path) -> tuple[torch.nn.Module, ModelCard]:

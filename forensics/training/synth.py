@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..images import decode_file, find_images
+from .models import readable_like_others
 
 UPSAMPLERS = ("transposed", "nearest", "bilinear", "pixelshuffle", "stylegan2", "vae")
 MANIFEST = "synth.json"
@@ -316,8 +317,9 @@ def synthesize(config: SynthConfig, on_progress: Progress = lambda e: None) -> d
         bank, models, records = _train_bank(config, reals, on_progress)
     (out / DECODER_FOLDER).mkdir(parents=True, exist_ok=True)
     for spec in bank:
-        save_file({k: v.contiguous() for k, v in models[spec.name].state_dict().items()},
-                  str(out / DECODER_FOLDER / f"{spec.name}.safetensors"))
+        weights = out / DECODER_FOLDER / f"{spec.name}.safetensors"
+        save_file({k: v.contiguous() for k, v in models[spec.name].state_dict().items()}, str(weights))
+        readable_like_others(weights)
     twins = _write_twins(real_dir, reals, bank, models, out, config.seed, on_progress)
     for record in records:
         values = [t["psnr_db"] for t in twins if t["decoder"] == record["name"]]

@@ -62,6 +62,7 @@ class TrainConfig:
     target_fpr: float = 0.01
     augment: D.Augment = field(default_factory=D.Augment)
     name: str = ""
+    force: bool = False  # overwrite an existing run folder
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainResult:
     history: list[dict]
     best_epoch: int
     seconds: float
+    warnings: list[str] = field(default_factory=list)  # things the user should know before trusting the run
 
 
 def seed_everything(seed: int) -> None:
@@ -209,6 +211,7 @@ def _loader(splits: Splits, card: ModelCard, mean, std, config: TrainConfig):
 
 def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainResult:
     """Train, keep the best epoch by validation, calibrate the threshold, and write RUN_DIR."""
+    _check_run_folder(Path(config.out), config.force)
     seed_everything(config.seed)
     started = time.perf_counter()
     splits = _load_splits(config)
@@ -250,7 +253,28 @@ def train(config: TrainConfig, on_progress: Progress = lambda e: None) -> TrainR
     threshold_samples = D.exclude_sources(held_samples, [config.threshold_source])[1] if config.threshold_source else []
     model, card = _finalise(out, val_samples, threshold_samples, config, history, best_epoch)
     _write_history(out, history)
-    return TrainResult(card, history, best_epoch, time.perf_counter() - started)
+    return TrainResult(card, history, best_epoch, time.perf_counter() - started, threshold_warnings(card, config))
+
+
+def _check_run_folder(out: Path, force: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise DataError(f"run folder {out} exists and is not empty: choose another --out, or --force to overwrite")
+
+
+def threshold_warnings(card: ModelCard, config: TrainConfig) -> list[str]:
+    """A threshold pinned at the top of the score range, or validation reals above target: the run is not
+    calibrated, whatever its ROC-AUC."""
+    if card.task != "binary":
+        return []
+    warnings = []
+    fpr = card.metrics.get("val", {}).get("fpr", float("nan"))
+    if card.threshold >= 1.0 - 1e-4:
+        warnings.append(f"the threshold saturated at {card.threshold:.4f}: the validation reals' scores reach the "
+                        "top of the range, so no threshold holds the target; train longer or on more data")
+    if fpr == fpr and fpr > 2 * config.target_fpr:
+        warnings.append(f"validation false-positive rate at the threshold is {fpr:.1%}, against a target of "
+                        f"{config.target_fpr:.1%}")
+    return warnings
 
 
 def _best_loss(history: list[dict], best_epoch: int) -> float:
@@ -350,6 +374,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
         for split in ("train", "val"):
             ax.plot(epochs, [h.get(f"{split}_{key}", np.nan) for h in history], marker="o", label=split)
         ax.set(xlabel="epoch", ylabel=key, title=key)
+        ax.set_xticks(epochs if len(epochs) <= 12 else epochs[:: -(-len(epochs) // 12)])  # whole epochs only
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -1,0 +1,52 @@
+"""The closed choices of gscan's options, one Enum each: `--help` lists the values and a typo is an error."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Decode(str, Enum):
+    threads = "threads"
+    processes = "processes"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class CamFor(str, Enum):
+    fake = "fake"
+    all = "all"
+    none = "none"
+
+
+class Task(str, Enum):
+    binary = "binary"
+    attribution = "attribution"
+
+
+class FrontEnd(str, Enum):
+    rgb = "rgb"
+    npr = "npr"
+
+
+class Balance(str, Enum):
+    by_class = "class"
+    by_source = "source"
+
+
+class CamMethod(str, Enum):
+    gradcam = "gradcam"
+    gradcam_pp = "gradcam++"
+    xgradcam = "xgradcam"
+    hirescam = "hirescam"
+    layercam = "layercam"
+    eigencam = "eigencam"
+    scorecam = "scorecam"
