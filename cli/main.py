@@ -22,6 +22,8 @@ from forensics import __version__
 from forensics.choices import Balance, CamFor, CamMethod, Decode, Device, Engine, FrontEnd, Task
 from forensics.errors import GscanError
 from forensics.extras import require_extra
+from forensics.text import visible
+from forensics.images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
 
 FLAG = " "  # the metavar of an on/off flag: no "<bool>" beside it in --help
 EXIT_FLAGGED = 1
@@ -53,7 +55,7 @@ class GscanGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except GscanError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(visible(str(exc)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
             raise _quiet_broken_pipe() from None
@@ -84,6 +86,12 @@ def main(
     """gscan: GAN fingerprint scanner."""
 
 
+def _probability(value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:  # also catches nan, which no comparison admits
+        raise typer.BadParameter(f"must be a number from 0 to 1, not {value}")
+    return value
+
+
 def _train_side(what: str) -> None:
     require_extra("train", what)
 
@@ -98,13 +106,21 @@ def dir_command(
     report: Annotated[Optional[Path], typer.Option(
         "--report", "-r", metavar="FILE", help="Write rows to .csv, .json or .jsonl as the scan goes; '-' writes "
                                                "JSON Lines to stdout (messages go to stderr).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Tiles per inference call; 0 = automatic.")] = 0,
-    workers: Annotated[int, typer.Option(help="Decode threads (or processes); 0 = one per core but one.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=0, help="Tiles per inference call; 0 = automatic.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Decode threads (or processes); 0 = one per core but one.")
+                       ] = 0,
     decode: Annotated[Decode, typer.Option(help="processes: decoding that outgrows one process (a fast GPU); no "
                                                 "heatmaps or triage thumbnails.")] = Decode.threads,
     device: Annotated[Device, typer.Option(help="Where the model runs; auto picks CUDA when usable.")] = Device.auto,
-    threshold: Annotated[Optional[float], typer.Option(help="Override the model card's threshold.")] = None,
-    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 150_000_000,
+    threshold: Annotated[Optional[float], typer.Option(callback=_probability,
+                                                       help="Override the model card's threshold (0-1).")] = None,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (and more "
+                                                        "than 4 bytes a pixel decoded).")] = DEFAULT_MAX_PIXELS,
+    max_file_size: Annotated[int, typer.Option(min=1, help="Refuse files larger than this many bytes, unread.")
+                             ] = DEFAULT_MAX_FILE_SIZE,
+    follow_links: Annotated[bool, typer.Option("--follow-links", metavar=FLAG,
+                                               help="Scan files reached through links that leave the scanned "
+                                                    "folder (default: an error row).")] = False,
     html: Annotated[Optional[Path], typer.Option(metavar="FILE",
                                                  help="Write a self-contained triage page (HTML) here.")] = None,
     engine: Annotated[Engine, typer.Option(help="local (in-process) or ray (Ray Data; needs gscan\\[ray]).")
@@ -117,6 +133,9 @@ def dir_command(
     resume: Annotated[bool, typer.Option("--resume", metavar=FLAG, help="Reuse the report's rows for files whose path, size and "
                                          "modification time are unchanged; scan the rest.")] = False,
     fail_on_fake: Annotated[bool, typer.Option("--fail-on-fake", metavar=FLAG, help="Exit 1 if any image scores fake.")] = False,
+    fail_on_error: Annotated[bool, typer.Option("--fail-on-error", metavar=FLAG,
+                                                help="Exit 1 if any file could not be scored (an error row): what "
+                                                     "was not verified fails the job.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="Print nothing but errors.")] = False,
 ) -> None:
     """Scan images for GAN fingerprints; one report row per file found."""
@@ -126,7 +145,8 @@ def dir_command(
 
     to_stdout = report is not None and str(report) == "-"
     options = ScanOptions(batch_size=batch_size, workers=workers, threshold=threshold, max_pixels=max_pixels,
-                          cam_dir=cam_dir, cam_for=cam_for.value, decode=decode.value)
+                          cam_dir=cam_dir, cam_for=cam_for.value, decode=decode.value, max_file_size=max_file_size,
+                          follow_links=follow_links)
     shown: list[dict] = []
     with ScanProgress(err, path, enabled=not quiet) as progress:
         try:
@@ -139,16 +159,16 @@ def dir_command(
             where = "stdout" if to_stdout else (str(report) if report else "")
             kept = f"; {where} holds them, and the same command with --resume continues" if report and not to_stdout \
                 else ""
-            err.print(escape(f"interrupted after {progress.rows} rows{kept}"), soft_wrap=True)
+            err.print(escape(visible(f"interrupted after {progress.rows} rows{kept}")), soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
     console = err if to_stdout else out
     if result.summary.files == 0:
-        err.print(escape(f"warning: no files found under {path}"), soft_wrap=True)
+        err.print(escape(visible(f"warning: no files found under {path}")), soft_wrap=True)
     if not quiet:
         if report is None and html is None and shown:
             print_rows(out, shown, result.summary.files)
         print_summary(console, result)
-    if fail_on_fake and result.summary.fake:
+    if (fail_on_fake and result.summary.fake) or (fail_on_error and result.summary.errors):
         raise typer.Exit(EXIT_FLAGGED)
 
 

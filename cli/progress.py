@@ -13,6 +13,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 from rich.table import Table
 
+from forensics.text import visible
+
 
 class ScanProgress:
     """A live bar on a terminal: files found so far (counted beside the scan), rows done, images/s and an ETA once
@@ -77,8 +79,9 @@ def print_rows(console: Console, rows: list[dict], total: int) -> None:
         status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
         label = {"fake": "[red]fake[/]", "real": "[green]real[/]"}.get(r["label"] or "", r["label"] or "")
         generator = f"{r['generator']} ({r['generator_score']:.2f})" if r.get("generator") else ""
-        # file names and errors are data, never markup
-        table.add_row(escape(r["path"]), label, score, escape(generator), str(r["tiles"] or ""), escape(status))
+        # file names and errors are data: never markup, and never terminal control sequences
+        table.add_row(escape(visible(r["path"])), label, score, escape(generator), str(r["tiles"] or ""),
+                      escape(visible(status)))
     console.print(table)
 
 
@@ -102,7 +105,7 @@ def print_summary(console: Console, result) -> None:
     speed = f"{s.images_per_second:.1f} images/s" if s.files > s.reused else "nothing new scanned"
     table.add_row("time", f"{s.seconds:.2f} s ({speed})")
     if result.report:
-        table.add_row("report", str(result.report))
+        table.add_row("report", escape(visible(str(result.report))))
     console.print(table)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .png import write_rgb_png
+from .outputs import temporary_beside
+from .png import encode_rgb_png
 
 MAX_DISPLAY_SIDE = 384  # overlays of larger images are scaled down for display (the row's notes say so)
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -109,6 +111,9 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
         image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
     cam_max = float(np.maximum(tile_cams, 0).max())  # the row's cam_max: the legend's top is that value
     blended = with_legend(orient(overlay_image(image, heat, cam_max), orientation), cam_max, cam_class)
-    tmp = path.with_name(path.name + ".tmp")
-    write_rgb_png(np.asarray(blended), tmp)  # decoded pixels are always RGB
-    tmp.replace(path)
+    # a fresh, unpredictably named file (O_EXCL), written through its descriptor and renamed into place: the
+    # PNG's name is predictable (the sha256 of an upload), so nothing is ever opened by that name for writing
+    fd, tmp = temporary_beside(path)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(encode_rgb_png(np.asarray(blended)))  # decoded pixels are always RGB
+    os.replace(tmp, path)

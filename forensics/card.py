@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,9 @@ from typing import Any
 from .errors import ModelError
 
 CARD_METADATA_KEY = "gscan_card"
+CARD_SCHEMA_VERSION = 1  # cards without the field are version 1; a newer one is refused, not half-read
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a model name: never a path
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -49,6 +54,7 @@ class ModelCard:
     precision: str = "fp32"  # of the exported weights; fp16 models keep float32 input and outputs
     front_end: str = "rgb"  # fixed transform inside the network before its first convolution (e.g. npr)
     stem_stride: int = 0  # stride of the first convolution; 0: the architecture's own
+    schema_version: int = CARD_SCHEMA_VERSION
 
     @property
     def positive_index(self) -> int:
@@ -67,16 +73,19 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+        """A card from its JSON form, validated: a card with a bad field is refused (ModelError), since every
+        row of a scan would follow it."""
+        if not isinstance(d, dict):
+            raise ModelError("model card is not a JSON object")
+        problems = validate_card(d)
+        if problems:
+            raise ModelError("invalid model card: " + "; ".join(problems))
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        missing = {"name", "task", "arch", "classes"} - d.keys()
-        if missing:
-            raise ModelError(f"model card lacks {sorted(missing)}")
         d["tiling"] = TilingPolicy(**d.get("tiling", {}))
         for key in ("mean", "std"):
             if key in d:
                 d[key] = tuple(float(v) for v in d[key])
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**d)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
@@ -94,3 +103,63 @@ class ModelCard:
 
     def save(self, path: Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _short_text(value: Any, limit: int = 200) -> bool:
+    return isinstance(value, str) and len(value) <= limit
+
+
+def validate_card(d: dict[str, Any]) -> list[str]:
+    """Every way d is not a card this gscan can scan with, in words; empty for a sound card."""
+    known = {f.name for f in dataclasses.fields(ModelCard)}
+    problems = [f"unknown field {k!r}" for k in sorted(set(d) - known)]
+    problems += [f"missing {k!r}" for k in ("name", "task", "arch", "classes") if k not in d]
+    version = d.get("schema_version", 1)
+    if not _int_in(version, 1, CARD_SCHEMA_VERSION):
+        problems.append(f"schema_version {version!r}: this gscan reads versions up to {CARD_SCHEMA_VERSION}")
+    if "name" in d and not (_short_text(d["name"]) and d["name"].strip()):
+        problems.append("name must be a non-empty text of at most 200 characters")
+    if "task" in d and d["task"] not in ("binary", "attribution"):
+        problems.append(f"task must be binary or attribution, not {d['task']!r:.40}")
+    if "arch" in d and not _short_text(d["arch"]):
+        problems.append("arch must be a text of at most 200 characters")
+    classes = d.get("classes")
+    if "classes" in d and not (isinstance(classes, list) and 2 <= len(classes) <= 1000
+                               and all(_short_text(c) and c for c in classes) and len(set(classes)) == len(classes)):
+        problems.append("classes must be 2 to 1000 distinct, non-empty names")
+    elif d.get("task") == "binary" and classes is not None and set(classes) != {"real", "fake"}:
+        problems.append("a binary card's classes are real and fake")
+    tiling = d.get("tiling", {})
+    if not (isinstance(tiling, dict) and set(tiling) <= {"crop", "max_tiles", "pad_value"}
+            and _int_in(tiling.get("crop", 224), 8, 4096) and _int_in(tiling.get("max_tiles", 9), 1, 1024)
+            and _number(tiling.get("pad_value", 0.0))):
+        problems.append("tiling must hold crop 8-4096, max_tiles 1-1024 and a finite pad_value")
+    for key in ("mean", "std"):
+        v = d.get(key, (0.5, 0.5, 0.5))
+        if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(_number(x) for x in v)
+                and (key == "mean" or all(x > 0 for x in v))):
+            problems.append(f"{key} must be three finite numbers" + (", each above 0" if key == "std" else ""))
+    threshold = d.get("threshold", 0.5)
+    if not (_number(threshold) and 0.0 <= threshold <= 1.0):
+        problems.append(f"threshold must be a number from 0 to 1, not {threshold!r:.40}")
+    if d.get("companion") and not (isinstance(d["companion"], str) and _NAME.fullmatch(d["companion"])):
+        problems.append("companion must be a model name (letters, digits, . _ -), never a path")
+    if d.get("onnx_sha256") and not (isinstance(d["onnx_sha256"], str) and _SHA256.fullmatch(d["onnx_sha256"])):
+        problems.append("onnx_sha256 must be 64 lowercase hex digits")
+    checks = {"precision": ("fp32", "fp16"), "front_end": ("rgb", "npr")}
+    problems += [f"{k} must be one of {', '.join(v)}" for k, v in checks.items() if d.get(k, v[0]) not in v]
+    if not _int_in(d.get("stem_stride", 0), 0, 8):
+        problems.append("stem_stride must be 0-8")
+    for key, kind in (("metrics", dict), ("training", dict), ("notes", list), ("threshold_method", str),
+                      ("created", str), ("gscan_version", str), ("heatmap", str)):
+        if key in d and not isinstance(d[key], kind):
+            problems.append(f"{key} must be a {kind.__name__}")
+    return problems

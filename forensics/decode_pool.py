@@ -12,7 +12,7 @@ import math
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from multiprocessing import get_context, shared_memory
 from pathlib import Path
@@ -38,6 +38,7 @@ class TileSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     max_pixels: int
+    read_limits: dict = field(default_factory=dict)  # decode_file's file-size and link limits
 
     @property
     def slot_shape(self) -> tuple[int, int, int, int]:
@@ -57,7 +58,7 @@ def _init_worker(shm_name: str, slots: int, spec: TileSpec) -> None:
 def _prepare_chunk(jobs: list[Job]) -> list[Result]:
     spec, ring, out = _worker["spec"], _worker["ring"], []
     for path, slot in jobs:
-        decoded, n, origins = decode_file(path, spec.max_pixels), 0, []
+        decoded, n, origins = decode_file(path, spec.max_pixels, **spec.read_limits), 0, []
         if decoded.ok:
             try:
                 tiles, origins = extract_tiles(decoded.pixels, spec.policy, spec.mean, spec.std)

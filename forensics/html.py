@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from .cam import orient
+from .outputs import create_new
+from .text import visible
 
 THUMB_SIDE = 160
 VIEW_SIDE = 480
@@ -49,7 +51,7 @@ class TriagePage:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._spool_path = self.path.with_name(self.path.name + ".rows")
-        self._spool = open(self._spool_path, "w", encoding="utf-8")
+        self._spool = create_new(self._spool_path)  # never through a link planted at that name
         self.count = 0
 
     def add(self, rows: list[dict]) -> None:
@@ -68,8 +70,9 @@ class TriagePage:
         with open(self._spool_path, encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh]
         tmp = self.path.with_name(self.path.name + ".partial")
-        tmp.write_text(render_page(rows, facts), encoding="utf-8")
-        tmp.replace(self.path)
+        with create_new(tmp) as fh:
+            fh.write(render_page(rows, facts))
+        os.replace(tmp, self.path)  # replaces a link at the page's name, never writes through it
         self._spool_path.unlink()
 
 
@@ -83,11 +86,12 @@ def render_page(rows: list[dict], facts: dict) -> str:
                  ("threshold", f"{facts.get('threshold', 0.5):.4f}: {facts.get('threshold_method', '')}"),
                  ("gscan", facts.get("gscan_version", "")),
                  ("time", facts.get("time") or datetime.now(timezone.utc).isoformat(timespec="seconds"))]
-    facts_html = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in fact_rows)
+    # visible(): a folder name's control or bidi characters, or undecodable bytes, shown, never acted on
+    facts_html = "".join(f"<tr><th>{e(k)}</th><td>{e(visible(str(v)))}</td></tr>" for k, v in fact_rows)
     data = {"rows": rows, "threshold": float(facts.get("threshold", 0.5))}
     return TEMPLATE.format(facts=facts_html, data=_script_json(data), css=CSS,
                            script=(ASSETS / "triage.js").read_text(encoding="utf-8"),
-                           title=e(f"gscan triage: {facts.get('folder', '')}"))
+                           title=e(visible(f"gscan triage: {facts.get('folder', '')}")))
 
 
 CSS = """

@@ -5,21 +5,47 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import struct
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
+
+from .png import png_damage
 
 # We bound pixels ourselves (max_pixels) before decoding; PIL's own bomb check would raise mid-scan.
 Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Decode what a browser shows: a truncated tail is filled, an ancillary PNG chunk with a bad CRC is skipped
+# (Pillow skips those only in this mode). The row's notes say when a file was truncated or had bad chunks.
+ImageFile.LOAD_TRUNCATED_IMAGES = True
+# Large text and ICC chunks are legal PNG; the file size limit bounds them instead of Pillow's 1 MB default.
+PngImagePlugin.MAX_TEXT_CHUNK = 64 * 1024 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 128 * 1024 * 1024
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
+# Raster formats only: Pillow would otherwise try every plugin, and EPS hands the file to Ghostscript.
+DECODED_FORMATS = ["PNG", "JPEG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "JPEG2000", "QOI", "TGA", "ICO",
+                   "PPM"]
+try:  # HEIC/HEIF when the maintained Pillow plugin is installed (pip install pillow-heif)
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    DECODED_FORMATS.append("HEIF")
+except ImportError:
+    pass
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif",
+                    ".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".jpf", ".jpx", ".qoi", ".tga", ".ico",
+                    ".ppm", ".pgm", ".pbm", ".pnm", ".eps", ".ps", ".pdf", ".wmf", ".emf", ".svg", ".psd"}
 DEFAULT_MAX_PIXELS = 150_000_000
+DEFAULT_MAX_FILE_SIZE = 256 * 1024 * 1024  # bytes; larger files are error rows, never read
+BYTES_PER_PIXEL_CAP = 4  # decoded bytes allowed per --max-pixels pixel: 16-bit and float images count double
+_BIG_DECODE = 256 * 1024 * 1024  # images that decode to more than this are decoded one at a time
+_big_decodes = threading.BoundedSemaphore(1)
 EXIF_ORIENTATION = 0x0112
 _STRIPE_PIXELS = 4_000_000
 
@@ -31,16 +57,38 @@ _MAGIC = (
     (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG2000"),
+    (b"\xff\x4f\xff\x51", "JPEG2000"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"qoif", "QOI"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"%!PS", "EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"%PDF", "PDF"),
+    (b"\xd7\xcd\xc6\x9a", "WMF"),
+    (b"8BPS", "PSD"),
 )
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+# Formats we recognise but never decode: they run external programs (Ghostscript) or are vector or layered
+NEVER_DECODED = {"EPS", "PDF", "WMF", "PSD"}
 
 
 def sniff_format(head: bytes) -> str | None:
     """Image format named by a file's first bytes, or None."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        if brand in _HEIF_BRANDS:
+            return "HEIF"
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in b" \t\r\n":
+        return "PPM"
     return None
 
 
@@ -48,31 +96,59 @@ def _looks_like_image(path: Path) -> bool:
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return True
     try:
-        with open(path, "rb") as fh:
-            return sniff_format(fh.read(16)) is not None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
     except OSError:
         return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and sniff_format(os.read(fd, 16)) is not None
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
-def find_images(root: Path) -> Iterator[Path]:
-    """Every file under root that is an image by content or claims to be one by extension, in sorted order.
+def find_images(root: Path, skip: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Every file under root that is an image by content or claims to be one by extension, in sorted order,
+    and every folder that could not be listed (its decode says why).
 
-    Symlinks are listed (their decode reports a broken or looping link) but never followed into directories,
-    so a link loop cannot make the walk run forever.
+    Symlinks are listed (their decode reports a broken or looping link, or one that leaves root) but never
+    followed into directories, so a link loop cannot make the walk run forever. Folders in `skip` (gscan's own
+    outputs inside the scanned tree) are not entered.
     """
     root = Path(root)
-    if root.is_file() or (root.is_symlink() and not root.is_dir()):
+    if root.is_file() or (root.is_symlink() and not root.is_dir()) or (root.exists() and not root.is_dir()):
         yield root
         return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
+    skipped = {os.path.abspath(p) for p in skip}
+    unlisted: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=lambda e: unlisted.append(
+            Path(e.filename) if e.filename else root)):
+        yield from _drain(unlisted)
         base = Path(dirpath)
-        for name in sorted(filenames + [d for d in dirnames if (base / d).is_symlink()]):
+        dirnames[:] = sorted(d for d in dirnames if os.path.abspath(base / d) not in skipped)
+        links = [d for d in dirnames if _is_link(base / d)]
+        for name in sorted(filenames + links):
             path = base / name
-            if path.is_symlink() and not path.exists():
-                yield path  # broken link or loop: still a row, with the reason
-            elif path.is_file() and _looks_like_image(path):
-                yield path
+            try:
+                if path.is_symlink() and not path.exists():
+                    yield path  # broken link or loop: still a row, with the reason
+                elif (path.is_file() or path.is_symlink() or not path.is_dir()) and _looks_like_image(path):
+                    yield path
+            except OSError:
+                yield path  # a name the system cannot stat (too long): a row with the reason
+    yield from _drain(unlisted)
+
+
+def _drain(items: list[Path]) -> Iterator[Path]:
+    while items:
+        yield items.pop(0)
+
+
+def _is_link(path: Path) -> bool:
+    try:
+        return path.is_symlink()
+    except OSError:
+        return False
 
 
 @dataclass
@@ -98,29 +174,61 @@ class DecodedImage:
         return not self.error
 
 
+def _stripe_converter(img: Image.Image):
+    """A function from a horizontal stripe of img to RGB uint8: 16-bit and 32-bit integer images are scaled,
+    not clipped, from extrema Pillow computes in C (no float copy of the whole image)."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        low, high = img.getextrema()
+        if img.mode == "F":
+            scale = 255.0 if high <= 1.0 else 1.0
+            to_gray = lambda part: np.clip(np.asarray(part, dtype=np.float32) * scale + 0.5, 0, 255)  # noqa: E731
+        else:
+            peak = 65535 if img.mode.startswith("I;16") or high > 255 else 255
+            to_gray = lambda part: (np.clip(np.asarray(part, dtype=np.int64), 0, peak) * 255  # noqa: E731
+                                    + peak // 2) // peak
+        return lambda part: np.repeat(to_gray(part).astype(np.uint8)[..., None], 3, axis=2)
+    return lambda part: np.asarray(part if part.mode == "RGB" else part.convert("RGB"), dtype=np.uint8)
+
+
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
-    """RGB uint8 pixels; 16-bit and 32-bit integer images are scaled, not clipped."""
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        gray = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        gray = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+    """RGB uint8 pixels, converted stripe by stripe: np.asarray of a whole image goes through tobytes(), which
+    holds two more full copies at its peak."""
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    convert = _stripe_converter(img)
     if img.width * img.height <= _STRIPE_PIXELS:
-        return np.asarray(img, dtype=np.uint8)
-    # np.asarray goes through tobytes(), which holds two more full copies at its peak; copy in stripes instead.
+        return convert(img)
     out = np.empty((img.height, img.width, 3), dtype=np.uint8)
     rows = max(1, _STRIPE_PIXELS // img.width)
     for y in range(0, img.height, rows):
-        out[y:y + rows] = np.asarray(img.crop((0, y, img.width, min(img.height, y + rows))))
+        out[y:y + rows] = convert(img.crop((0, y, img.width, min(img.height, y + rows))))
     return out
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """What img takes in memory once loaded (Pillow's own storage)."""
+    per_band = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
+    return img.width * img.height * max(1, len(img.getbands())) * per_band
+
+
+def _unsupported(sniffed: str | None) -> str | None:
+    if sniffed in NEVER_DECODED:
+        return f"unsupported format: {sniffed} (never decoded: vector, layered or run by an external program)"
+    if sniffed == "HEIF":
+        return "unsupported format: HEIF/HEIC (pip install pillow-heif to decode it)"
+    if sniffed and sniffed not in DECODED_FORMATS:
+        return f"unsupported format: {sniffed}"
+    return None
+
+
+def damage_notes(data: bytes, fmt: str) -> list[str]:
+    """What a lenient decode papered over: a PNG's bad chunks or missing end, a JPEG without its end marker."""
+    if fmt == "PNG":
+        return png_damage(data)
+    if fmt == "JPEG" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return ["JPEG does not end with its end-of-image marker (truncated, or data appended): decoded as a viewer "
+                "shows it"]
+    return []
 
 
 def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -133,23 +241,34 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
             out.format = img.format or sniffed or ""
             out.width, out.height = img.size
             out.mode = img.mode
             out.frames = int(getattr(img, "n_frames", 1) or 1)
+            size = decoded_bytes(img)
             if out.width * out.height > max_pixels:
                 out.error = (f"image is {out.width}x{out.height} = {out.width * out.height:,} pixels, "
                              f"more than --max-pixels {max_pixels:,}")
+                return out
+            if size > max_pixels * BYTES_PER_PIXEL_CAP:
+                out.error = (f"image decodes to {size:,} bytes ({out.width}x{out.height} {img.mode}), more than "
+                             f"{BYTES_PER_PIXEL_CAP} bytes for each of --max-pixels {max_pixels:,}")
                 return out
             out.orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
             if out.frames > 1:
                 img.seek(0)
                 out.notes.append(f"first frame of {out.frames}")
-            img.load()
-            out.pixels = _to_rgb_array(img)
+            if size > _BIG_DECODE:  # one large decode at a time: memory stays bounded whatever the worker count
+                with _big_decodes:
+                    img.load()
+                    out.pixels = _to_rgb_array(img)
+            else:
+                img.load()
+                out.pixels = _to_rgb_array(img)
+            out.notes.extend(damage_notes(data, out.format))
     except UnidentifiedImageError:
-        out.error = f"not a recognised image ({_describe_content(data, sniffed)})"
+        out.error = _unsupported(sniffed) or f"not a recognised image ({_describe_content(data, sniffed)})"
     except Image.DecompressionBombError as exc:
         out.error = f"decompression bomb refused: {exc}"
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
@@ -174,21 +293,71 @@ def _describe_content(data: bytes, sniffed: str | None) -> str:
     return "unknown binary content"
 
 
-def decode_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Read and decode one file; I/O problems become the row's error, never an exception."""
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def leaves_root(path: Path, root: Path, fd: int | None = None) -> bool:
+    """Whether path (through any symlink) ends outside root. With an open fd, the file actually opened is
+    checked (Linux /proc), so a link swapped in after the check cannot redirect the read."""
+    real_root = os.path.realpath(root)
+    target = None
+    if fd is not None:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = None
+    target = target or os.path.realpath(path)
+    return os.path.commonpath([real_root, target]) != real_root
+
+
+def _read_regular(path: Path, max_file_size: int, root: Path | None) -> tuple[bytes, os.stat_result] | str:
+    """The file's bytes and stat, or why they were not read: never blocks on a FIFO or reads a device."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if root is not None and leaves_root(path, root, fd):
+            return "link leaves the scanned folder (--follow-links scans it)"
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.listdir(path)
+                return "a folder where a file was expected"
+            except OSError as exc:
+                return f"folder could not be listed: {exc.strerror or exc}"
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+            return f"not a regular file ({kind}): not read"
+        if st.st_size > max_file_size:
+            return f"file is {st.st_size:,} bytes, more than --max-file-size {max_file_size:,}: not read"
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_file_size:
+                return f"file grew past --max-file-size {max_file_size:,} while being read"
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def decode_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+                root: Path | None = None) -> DecodedImage:
+    """Read and decode one file; I/O problems become the row's error, never an exception. With root, a file
+    reached through a link that leaves root is an error row, not read."""
     path = Path(path)
     try:
-        st = path.stat()
-        with open(path, "rb") as fh:
-            data = fh.read()
+        read = _read_regular(path, max_file_size, root)
     except FileNotFoundError:
-        reason = "broken symlink" if path.is_symlink() else "file vanished before it could be read"
+        reason = "broken symlink" if _is_link(path) else "file vanished before it could be read"
         return DecodedImage(path=path, error=reason)
     except PermissionError:
         return DecodedImage(path=path, error="permission denied")
     except OSError as exc:
         reason = "symlink loop" if exc.errno == 40 else f"cannot read file: {exc.strerror or exc}"
         return DecodedImage(path=path, error=reason)
+    if isinstance(read, str):
+        return DecodedImage(path=path, error=read)
+    data, st = read
     out = decode_bytes(data, path, max_pixels)
     out.mtime = st.st_mtime
     if out.ok and "A" in out.mode:

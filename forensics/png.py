@@ -39,3 +39,26 @@ def encode_rgb_png(pixels: np.ndarray) -> bytes:
 
 def write_rgb_png(pixels: np.ndarray, path: Path) -> None:
     Path(path).write_bytes(encode_rgb_png(pixels))
+
+
+def png_damage(data: bytes) -> list[str]:
+    """What a lenient PNG decode skipped: chunks whose CRC does not match, a file cut inside a chunk or before
+    IEND. Empty for a sound file."""
+    notes, bad, pos = [], [], len(_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            notes.append(f"PNG cut inside its {tag.decode('latin-1')!r} chunk (truncated): decoded as a viewer "
+                         "shows it")
+            break
+        if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+            bad.append(tag.decode("latin-1"))
+        if tag == b"IEND":
+            break
+        pos = end
+    else:
+        notes.append("PNG ends without its IEND chunk (truncated): decoded as a viewer shows it")
+    if bad:
+        notes.insert(0, f"PNG chunk(s) whose CRC does not match, ignored as viewers do: {', '.join(sorted(set(bad)))}")
+    return notes

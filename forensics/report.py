@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import sys
 from datetime import datetime, timezone
@@ -12,12 +13,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import GscanError
+from .outputs import create_new, open_in_place
+from .text import FORMULA_START, csv_safe
 
 COLUMNS = [
     "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",
     "label", "score", "threshold", "tiles", "generator", "generator_score", "generator_top3", "notes",
     "cam_class", "cam_path", "cam_max",
-    "model", "model_sha256", "attribution_model", "attribution_model_sha256", "gscan_version", "scanned_at",
+    "model", "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings", "gscan_version",
+    "scanned_at",
 ]
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -40,12 +44,27 @@ def path_text(path: Path | str) -> str:
 
 
 def _csv_value(value: Any) -> Any:
-    if isinstance(value, str):
-        # CSV is text: undecodable bytes are shown as \xNN escapes rather than lost or crashing the writer.
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     if isinstance(value, list):
-        return "; ".join(map(str, value))
+        value = "; ".join(map(str, value))
+    if isinstance(value, str):
+        # CSV is text: undecodable bytes are shown as \xNN escapes rather than lost or crashing the writer, and a
+        # name like "=cmd|' -C calc'!A0.jpg" is never a formula to the spreadsheet that opens the report
+        return csv_safe(value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
+
+
+def _from_csv(value: str | None) -> str | None:
+    """Undo csv_safe's quote on the way back in (--resume matches paths as written)."""
+    if value and value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    """JSON has no NaN or Infinity: a non-finite number is written as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def mtime_text(mtime: float) -> str:
@@ -54,7 +73,8 @@ def mtime_text(mtime: float) -> str:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The rows of a report, including the valid prefix a killed scan left (a cut-off last line is dropped)."""
+    """The rows of a report, including the valid prefix a killed scan left (a cut-off last line is dropped).
+    A report that is not one gscan wrote (garbage, no path column) is a GscanError, not a traceback."""
     path = Path(path)
     fmt = report_format(path)
     partial = path.with_name(path.name + ".partial")
@@ -62,13 +82,28 @@ def read_rows(path: Path) -> list[dict]:
         path = partial
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    if fmt == "json" and path != partial:
-        return json.loads(text)
+    try:
+        rows = _parse_rows(path.read_text(encoding="utf-8", errors="surrogateescape"), fmt, path != partial)
+    except (ValueError, csv.Error) as exc:
+        raise GscanError(f"report {path} is damaged ({exc}): move it away to scan afresh") from None
+    if any(not isinstance(r, dict) or not r.get("path") for r in rows):
+        raise GscanError(f"report {path} has rows without a path: it is not a gscan report, or it is damaged")
+    return rows
+
+
+def _parse_rows(text: str, fmt: str, whole: bool) -> list:
+    if fmt == "json" and whole:
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError("not a JSON array")
+        return rows
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     if fmt == "csv":
-        return list(csv.DictReader(io.StringIO(text, newline="")))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if text and "path" not in (reader.fieldnames or []):
+            raise ValueError("no path column")
+        return [{k: _from_csv(v) for k, v in row.items()} for row in reader]
     rows = []
     for line in text.splitlines():
         line = line.strip().rstrip(",")
@@ -77,6 +112,8 @@ def read_rows(path: Path) -> list[dict]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 break  # the line a kill cut short
+        elif line and line not in ("[", "]"):
+            raise ValueError(f"a line that is not a JSON object: {line[:40]!r}")
     return rows
 
 
@@ -101,7 +138,8 @@ class ReportWriter:
         atomic = atomic or self.format == "json"
         target = self.path.with_name(self.path.name + ".partial") if atomic else self.path
         self._target = target
-        self._fh = open(target, "w", newline="", encoding="utf-8")
+        # never through a link planted at either name (outputs.py)
+        self._fh = create_new(target) if atomic else open_in_place(target)
         if self.format == "csv":
             self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
             self._csv.writeheader()
@@ -114,8 +152,8 @@ class ReportWriter:
             if self.format == "csv":
                 self._csv.writerow({k: _csv_value(row.get(k)) for k in self.columns})
             else:
-                record = {k: row.get(k) for k in self.columns}
-                text = json.dumps(record, ensure_ascii=True)
+                record = {k: _json_value(row.get(k)) for k in self.columns}
+                text = json.dumps(record, ensure_ascii=True, allow_nan=False)
                 if self.format == "json":
                     self._fh.write(("," if self.count else "") + "\n  " + text)
                 else:

@@ -147,6 +147,7 @@ class Detector:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = intra_threads
+        expected = self._expected_sha256()  # before ONNX Runtime parses a byte of a swapped file
         requested = choose_providers(device)
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=_with_options(requested))
@@ -157,7 +158,7 @@ class Detector:
             if device == "cuda":
                 raise DeviceError("CUDA was asked for but ONNX Runtime fell back to the CPU")
         self.card = self._read_card()
-        self._check_card_hash()
+        self.card.onnx_sha256 = expected or self.sha256
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._staging: np.ndarray | None = None  # CUDA input batches are assembled here
 
@@ -167,16 +168,24 @@ class Detector:
             raise ModelError(f"{self.path} carries no gscan model card in its metadata; export it with gscan export")
         return ModelCard.from_json(meta[CARD_METADATA_KEY])
 
-    def _check_card_hash(self) -> None:
-        """The JSON card beside a model names the file's sha256: a mismatch means the file was swapped."""
+    def _expected_sha256(self) -> str:
+        """The sha256 the JSON card beside the model names ("" for a file given by path without one); a mismatch
+        means the file was swapped, and a model found by name must always carry its hash."""
         side = self.path.with_suffix(".json")
+        named = any(self.path.parent.resolve() == d.resolve() for d in model_dirs() if d.is_dir())
         if not side.is_file():
-            return
+            if named:  # deleting the card cannot hide a swap
+                raise ModelError(f"{self.path.name} has no card {side.name} beside it naming its sha256: it cannot "
+                                 "be checked, so it is not loaded")
+            return ""
         expected = ModelCard.load(side).onnx_sha256
-        if expected and expected != self.sha256:
+        if not expected:
+            raise ModelError(f"{side.name} names no onnx_sha256: {self.path.name} cannot be checked, so it is not "
+                             "loaded (gscan export writes it)")
+        if expected != self.sha256:
             raise ModelError(f"{self.path.name} has sha256 {self.sha256[:16]}..., but its card {side.name} names "
                              f"{expected[:16]}...: the model file is not the one the card describes")
-        self.card.onnx_sha256 = expected or self.sha256
+        return expected
 
     @property
     def device(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import time
 from collections import deque
@@ -16,9 +18,9 @@ import numpy as np
 from . import __version__
 from .errors import GscanError
 from .decode_pool import ProcessDecoder, TileSpec
-from .images import DEFAULT_MAX_PIXELS, DecodedImage, decode_file, find_images
+from .images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS, DecodedImage, decode_file, find_images
 from .report import mtime_text, path_text
-from .runtime import Detector
+from .runtime import Detector, sha256_file
 from .cam import MAX_DISPLAY_SIDE, write_heatmap_png
 from .html import previews
 from .tiling import extract_tiles
@@ -37,6 +39,21 @@ class ScanOptions:
     previous: dict[str, dict] | None = None  # resume: rows of an earlier run of this scan, by path
     previews: bool = False  # embed-ready thumbnails for the triage page
     decode: str = "threads"  # threads, or processes (tiles back through shared memory; no heatmaps or thumbnails)
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE  # bytes; larger files are error rows, never read
+    follow_links: bool = False  # score files reached through links that leave the scanned folder
+    root: Path | None = None  # the scanned folder (set by scan_directory): links must stay inside it
+    skip: tuple[Path, ...] = ()  # gscan's own output folders inside the scanned tree: not scanned
+
+    def settings_text(self, threshold: float, attribution_sha256: str | None) -> str:
+        """Every setting that shapes a row besides the model: a resumed scan reuses a row only when it matches."""
+        cams = self.cam_for if self.cam_dir is not None else "none"
+        return (f"threshold={threshold!r};attribution={(attribution_sha256 or 'none')[:16]};"
+                f"max_pixels={self.max_pixels};max_file_size={self.max_file_size};"
+                f"follow_links={int(self.follow_links)};cams={cams}")
+
+    def read_limits(self) -> dict:
+        """decode_file's keyword arguments for these options."""
+        return {"max_file_size": self.max_file_size, "root": None if self.follow_links else self.root}
 
     def wants_cams(self) -> bool:
         return self.cam_dir is not None and self.cam_for != "none"
@@ -96,18 +113,20 @@ class Prepared:
     attribution_tiles: np.ndarray | None = None  # only when the attribution model tiles differently
 
 
-def reusable_row(path: Path, previous: dict[str, dict]) -> dict | None:
-    """The earlier run's row for this file if its path, size and modification time are unchanged."""
+def reusable_row(path: Path, previous: dict[str, dict], expected: dict[str, str]) -> dict | None:
+    """The earlier run's row for this file if its path, size and modification time are unchanged, it was made by
+    the same model and settings (`expected`: column -> value), and the file's sha256 still matches (hashed again:
+    far cheaper than inference, and a swapped file with its old mtime restored is caught)."""
     row = previous.get(path_text(path))
-    if row is None:
+    if row is None or any(str(row.get(k) or "") != str(v) for k, v in expected.items()):
         return None
     try:
         st = path.stat()
+        if str(row.get("file_size")) != str(st.st_size) or row.get("file_mtime") != mtime_text(st.st_mtime):
+            return None
+        return row if row.get("sha256") and sha256_file(path) == row["sha256"] else None
     except OSError:
         return None
-    if str(row.get("file_size")) == str(st.st_size) and row.get("file_mtime") == mtime_text(st.st_mtime):
-        return row
-    return None
 
 
 def _same_preprocessing(a: Detector, b: Detector) -> bool:
@@ -118,7 +137,7 @@ def prepare(path: Path, detector: Detector, options: ScanOptions, attributor: De
     """Decode and tile one file; any failure becomes the row's error, never an exception.
     Pixels are dropped after tiling unless a heatmap may be drawn over them."""
     try:
-        decoded = decode_file(path, options.max_pixels)
+        decoded = decode_file(path, options.max_pixels, **options.read_limits())
         if not decoded.ok:
             return Prepared(decoded)
         card = detector.card
@@ -138,10 +157,10 @@ def prepare(path: Path, detector: Detector, options: ScanOptions, attributor: De
 class RowBuilder:
     """Turns prepared images and their logits into report rows with chain-of-custody fields."""
 
-    def __init__(self, detector: Detector, threshold: float):
+    def __init__(self, detector: Detector, threshold: float, settings: str = ""):
         self.detector, self.threshold = detector, threshold
         self.common = {"model": detector.card.name, "model_sha256": detector.sha256, "gscan_version": __version__,
-                       "threshold": threshold}
+                       "threshold": threshold, "scan_settings": settings}
 
     def base(self, decoded: DecodedImage) -> dict:
         return {"path": path_text(decoded.path), "sha256": decoded.sha256 or None,
@@ -325,13 +344,16 @@ def _prepared_items(paths: Iterable[Path], detector: Detector, options: ScanOpti
                     pool: ThreadPoolExecutor, workers: int) -> Iterator[Prepared]:
     """Every path as a Prepared item, in input order, decoded on the thread pool or on worker processes."""
     previous = options.previous or {}
+    threshold = detector.card.threshold if options.threshold is None else options.threshold
+    expected = {"model_sha256": detector.sha256,
+                "scan_settings": options.settings_text(threshold, attributor.sha256 if attributor else None)}
 
     def reuse(path: Path) -> dict | None:
-        return reusable_row(path, previous) if previous else None
+        return reusable_row(path, previous, expected) if previous else None
 
     if options.decode == "processes":
         card = detector.card
-        with ProcessDecoder(workers, TileSpec(card.tiling, card.mean, card.std, options.max_pixels)) as decoder:
+        with ProcessDecoder(workers, TileSpec(card.tiling, card.mean, card.std, options.max_pixels, options.read_limits())) as decoder:
             for decoded, tiles, origins, row in decoder.decode(paths, reuse):
                 yield Prepared(None, reused=row) if row is not None else Prepared(decoded, tiles, origins)
         return
@@ -364,7 +386,8 @@ def scan_paths(paths: Iterable[Path], detector: Detector, sink: RowSink, options
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gscan-decode") as pool:
         heatmaps = HeatmapWriter(options if options.wants_cams() else ScanOptions(), detector.card.tiling.crop,
                                  pool.submit)
-        runner = BatchRunner(detector, RowBuilder(detector, threshold), batch_size, count, heatmaps,
+        settings = options.settings_text(threshold, attributor.sha256 if attributor else None)
+        runner = BatchRunner(detector, RowBuilder(detector, threshold, settings), batch_size, count, heatmaps,
                              Attribution(attributor) if attributor else None)
         for item in _prepared_items(paths, detector, options, attributor, pool, workers):
             summary.reused += item.reused is not None
@@ -380,7 +403,14 @@ def scan_directory(root: Path, detector: Detector, sink: RowSink, options: ScanO
     root = Path(root)
     if not root.exists() and not root.is_symlink():
         raise GscanError(f"path {root} does not exist")
-    return scan_paths(find_images(root), detector, sink, options or ScanOptions(), attributor)
+    options = dataclasses.replace(options or ScanOptions(), root=_link_root(root))
+    return scan_paths(find_images(root, skip=options.skip), detector, sink, options, attributor)
+
+
+def _link_root(root: Path) -> Path | None:
+    """The folder links must stay inside: the scanned folder. A file named on the command line is read wherever
+    it leads (the user chose it), but still never as a FIFO or device."""
+    return root if root.is_dir() else None
 
 
 @dataclass
@@ -401,23 +431,41 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
     rest, and write the whole report anew in scan order (atomically: the old one stays until the new is whole).
     """
     from .html import TriagePage
+    from .outputs import ReportLock, check_outputs
     from .report import ReportWriter, is_stdout, read_rows
     from .runtime import load_detectors
 
     root = Path(root)
     if not root.exists() and not root.is_symlink():
         raise GscanError(f"path {root} does not exist")
-    options = options or ScanOptions()
-    if resume:
-        if report is None or is_stdout(report):
-            raise GscanError("--resume needs --report FILE: the report to resume")
-        options.previous = {row["path"]: row for row in read_rows(report)}
-    detector, attributor = load_detectors(models, device)
-    if engine == "ray" and attributor is not None and len(models or []) < 2:
-        attributor = None  # a card's companion is a convenience of the local engine, not a requirement
-    options.previews = html is not None
-    writer = ReportWriter(report, atomic=resume) if report else None
-    page = TriagePage(html) if html else None
+    options = dataclasses.replace(options or ScanOptions(), root=_link_root(root))
+    options.skip = check_outputs(root, report, html, options.cam_dir)
+    if resume and (report is None or is_stdout(report)):
+        raise GscanError("--resume needs --report FILE: the report to resume")
+    with contextlib.ExitStack() as held:
+        if report is not None and not is_stdout(report):
+            held.enter_context(ReportLock(report))  # before reading it for --resume: one scan per report
+        if resume:
+            options.previous = {row["path"]: row for row in read_rows(report)}
+        detector, attributor = load_detectors(models, device)
+        if engine == "ray" and attributor is not None and len(models or []) < 2:
+            attributor = None  # a card's companion is a convenience of the local engine, not a requirement
+        options.previews = html is not None
+        writer = ReportWriter(report, atomic=resume) if report else None
+        page = TriagePage(html) if html else None
+        summary = _scan_into(root, detector, attributor, options, writer, page, on_rows, engine, ray_address)
+    if page:
+        card = detector.card
+        page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,
+                    "threshold": summary.threshold, "threshold_method": card.threshold_method,
+                    "gscan_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return ScanResult(summary, detector, Path(report) if report else None, attributor)
+
+
+def _scan_into(root: Path, detector: Detector, attributor: Detector | None, options: ScanOptions, writer, page,
+               on_rows: RowSink, engine: str, ray_address: str | None) -> ScanSummary:
+    """Run the chosen engine, streaming rows to the report, the page and on_rows; the report is finalised only
+    when the scan completed."""
 
     def sink(rows: list[dict]) -> None:
         if writer:
@@ -433,7 +481,8 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
                                  "use --engine local for those")
             from .engines.ray import scan_with_ray
 
-            summary = scan_with_ray(find_images(root), detector.path, sink, options, detector.device, ray_address)
+            summary = scan_with_ray(find_images(root, skip=options.skip), detector.path, sink, options,
+                                    detector.device, ray_address)
         elif engine == "local":
             summary = scan_directory(root, detector, sink, options, attributor)
         else:
@@ -444,9 +493,4 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         raise
     if writer:
         writer.close()
-    if page:
-        card = detector.card
-        page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,
-                    "threshold": summary.threshold, "threshold_method": card.threshold_method,
-                    "gscan_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    return ScanResult(summary, detector, Path(report) if report else None, attributor)
+    return summary

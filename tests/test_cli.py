@@ -67,9 +67,11 @@ def test_fail_on_fake_exit_codes(tiny_onnx, tmp_path: Path):
     save(add_trace(natural_image(rng, 64, 64)), tmp_path / "fake.png")
     save(natural_image(rng, 64, 64), tmp_path / "real.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    # a threshold of 1.01 calls nothing fake; 0 calls everything fake: exit codes follow
-    invoke("dir", tmp_path, "--model", tiny_onnx, "--fail-on-fake", "--threshold", 1.01, expect=0)
+    # the real image alone at threshold 1 is called real; at 0 everything is fake: exit codes follow
+    invoke("dir", tmp_path / "real.png", "--model", tiny_onnx, "--fail-on-fake", "--threshold", 1.0, expect=0)
     invoke("dir", tmp_path, "--model", tiny_onnx, "--fail-on-fake", "--threshold", 0.0, expect=1)
+    invoke("dir", tmp_path, "--model", tiny_onnx, "--fail-on-error", "--threshold", 1.0, expect=1)  # broken.png
+    invoke("dir", tmp_path / "real.png", "--model", tiny_onnx, "--fail-on-error", expect=0)
     result = invoke("dir", tmp_path, "--model", tiny_onnx, expect=0)  # per-file errors still exit 0
     assert "1" in result.output and "broken.png" in result.output
 

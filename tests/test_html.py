@@ -14,6 +14,7 @@ from conftest import invoke
 from synth import add_trace, natural_image, save
 
 HOSTILE = "<img src=x onerror=alert(1)>.png"
+BIDI = "photo-\u202egnp.exe.png"  # shows as photo-exe.png... in a browser unless the control is made visible
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -26,6 +27,7 @@ def page(tiny_onnx: Path, tmp_path_factory) -> tuple[Path, Path, Path]:
         px = natural_image(rng, 64 + 8 * i, 72)
         save(add_trace(px) if i % 2 else px, folder / f"img{i:02d}.png")
     save(add_trace(natural_image(rng, 64, 64)), folder / HOSTILE)
+    save(natural_image(rng, 64, 64), folder / BIDI)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
     out = root / "triage.html"
     invoke("dir", folder, "--model", tiny_onnx, "--html", out, "--report", root / "r.jsonl",
@@ -44,7 +46,7 @@ def test_every_row_once_with_previews(page):
     rows = embedded_rows(text)
     report_rows = [json.loads(x) for x in report.read_text().splitlines()]
     assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in report_rows)
-    assert len(rows) == 14 and len({r["path"] for r in rows}) == 14
+    assert len(rows) == 15 and len({r["path"] for r in rows}) == 15
     for r in rows:
         if r["status"] == "ok":
             assert r["thumb"] and r["large"] and r["label"] in ("real", "fake")
@@ -77,7 +79,9 @@ def test_page_in_a_real_browser(page, tmp_path: Path):
         alerts = []
         tab.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
         tab.goto(out.as_uri())
-        assert tab.locator("#grid .card").count() == 14
+        assert tab.locator("#grid .card").count() == 15
+        names = tab.locator("#grid .card .path").all_inner_texts()
+        assert any("photo-<U+202E>gnp.exe.png" in n for n in names) and not any("\u202e" in n for n in names)
         tab.select_option("#sort", "score-desc")
         scores = [float(s.split()[1]) for s in tab.locator("#grid .card .score").all_inner_texts()]
         assert scores == sorted(scores, reverse=True)

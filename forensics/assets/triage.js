@@ -20,6 +20,15 @@
     return node;
   }
 
+  // control and bidi characters shown as escapes: "photo-\u202egpj.exe" must not read as "photo-exe.jpg"
+  const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function visible(s) {
+    return String(s).replace(INVISIBLE, (c) => {
+      const n = c.charCodeAt(0);
+      return n < 0xa0 ? "\\x" + n.toString(16).padStart(2, "0") : "<U+" + n.toString(16).toUpperCase().padStart(4, "0") + ">";
+    });
+  }
+
   function verdictOf(r) { return r.status === "error" ? "error" : r.label; }
 
   function card(r) {
@@ -46,9 +55,9 @@
     }
     if (r.generator) c.appendChild(el("div", "gen", r.generator + " (" + (r.generator_score || 0).toFixed(3) + ")"));
     if (r.heat) c.appendChild(el("div", "hasheat", "heatmap"));
-    c.appendChild(el("div", "path", r.path));
+    c.appendChild(el("div", "path", visible(r.path)));
     c.appendChild(el("div", "sha", r.sha256 || ""));
-    if (r.error) c.appendChild(el("div", "err", r.error));
+    if (r.error) c.appendChild(el("div", "err", visible(r.error)));
     c.addEventListener("click", () => openView(r));
     return c;
   }
@@ -57,7 +66,7 @@
     const view = document.getElementById("view");
     const body = document.getElementById("view-body");
     body.replaceChildren();
-    body.appendChild(el("div", "path", r.path));
+    body.appendChild(el("div", "path", visible(r.path)));
     const pics = el("div", "pics");
     const explained = "heatmap: Grad-CAM for class '" + (r.cam_class || "") + "', scale 0 to " +
       (r.cam_max != null ? r.cam_max.toPrecision(3) : "?") + " (the map's raw peak)";
@@ -73,7 +82,7 @@
     }
     body.appendChild(pics);
     body.appendChild(el("div", "meta", verdictOf(r) + (r.score != null ? " · score " + r.score.toFixed(4) : "") +
-      " · sha256 " + (r.sha256 || "-") + (r.error ? " · " + r.error : "") + (r.notes ? " · " + r.notes : "")));
+      " · sha256 " + (r.sha256 || "-") + (r.error ? " · " + visible(r.error) : "") + (r.notes ? " · " + visible(r.notes) : "")));
     view.hidden = false;
   }
 

@@ -32,7 +32,7 @@ def require_ray():
     return ray
 
 
-def decode_batch(batch: dict, crop: int, max_tiles: int, max_pixels: int) -> dict:
+def decode_batch(batch: dict, crop: int, max_tiles: int, max_pixels: int, read_limits: dict | None = None) -> dict:
     """Paths -> facts plus uint8 tiles padded to a fixed (max_tiles, crop, crop, 3) with each tile's valid size."""
     from ..card import TilingPolicy
 
@@ -44,7 +44,7 @@ def decode_batch(batch: dict, crop: int, max_tiles: int, max_pixels: int) -> dic
     for i, raw in enumerate(batch["path"]):
         path = Path(os.fsdecode(raw))
         try:
-            decoded = decode_file(path, max_pixels)
+            decoded = decode_file(path, max_pixels, **(read_limits or {}))
         except Exception as exc:  # never fail the job for one file
             decoded = DecodedImage(path=path, error=f"internal error while decoding: {exc!r}")
         for key in FACT_FIELDS:
@@ -63,14 +63,14 @@ def decode_batch(batch: dict, crop: int, max_tiles: int, max_pixels: int) -> dic
 class ScanActor:
     """Holds one ONNX Runtime session (one intra-op thread) and turns decoded batches into report rows."""
 
-    def __init__(self, model_path: str, device: str, threshold: float | None):
+    def __init__(self, model_path: str, device: str, threshold: float | None, settings: str = ""):
         from ..runtime import Detector
 
         self.detector = Detector(Path(model_path), device=device, intra_threads=1)
         if device == "cuda" and "CUDAExecutionProvider" not in self.detector.session.get_providers():
             raise GscanError("CUDA was asked for but this actor's ONNX Runtime session has no CUDA provider")
         card = self.detector.card
-        self.builder = RowBuilder(self.detector, card.threshold if threshold is None else threshold)
+        self.builder = RowBuilder(self.detector, card.threshold if threshold is None else threshold, settings)
 
     def _normalised(self, tiles: np.ndarray, valid: np.ndarray) -> np.ndarray:
         card = self.detector.card
@@ -138,9 +138,10 @@ def scan_with_ray(paths: Iterable[Path], model_path: Path, sink: RowSink, option
             ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // 8, 64)))
             ds = ds.map_batches(decode_batch, batch_size=8, batch_format="numpy",
                                 fn_kwargs={"crop": card.tiling.crop, "max_tiles": card.tiling.max_tiles,
-                                           "max_pixels": options.max_pixels})
+                                           "max_pixels": options.max_pixels, "read_limits": options.read_limits()})
             ds = ds.map_batches(ScanActor, batch_size=batch, batch_format="numpy",
-                                fn_constructor_args=(str(model_path), device, options.threshold),
+                                fn_constructor_args=(str(model_path), device, options.threshold,
+                                                     options.settings_text(summary.threshold, None)),
                                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                                 num_gpus=1 if device == "cuda" else None, num_cpus=1)
             for record in ds.iter_rows():
