@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from forensics.images import decode_file, find_images  # noqa: E402
+from forensics.images import DEFAULT_MAX_PIXELS, decode_file, find_images  # noqa: E402
 from forensics.runtime import Detector, resolve_model  # noqa: E402
-from forensics.tiling import extract_tiles  # noqa: E402
+from forensics.tiling import Preprocessing, extract_tiles  # noqa: E402
 
 
 def make_images(root: Path, n: int, seed: int = 0, sizes=(256, 1024)) -> Path:
@@ -151,7 +151,7 @@ def decode_tile_processes(files: list[Path], card, workers: int) -> float:
     shared memory into this process."""
     from forensics.decode_pool import ProcessDecoder, TileSpec
 
-    with ProcessDecoder(workers, TileSpec(card.tiling, card.mean, card.std, 150_000_000)) as decoder:
+    with ProcessDecoder(workers, TileSpec(Preprocessing.from_card(card), DEFAULT_MAX_PIXELS)) as decoder:
         list(decoder.decode(files[: workers * 8]))  # workers started and warm
         start = time.perf_counter()
         n = sum(1 for _ in decoder.decode(files))

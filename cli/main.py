@@ -139,7 +139,8 @@ def dir_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="Print nothing but errors.")] = False,
 ) -> None:
     """Scan images for GAN fingerprints; one report row per file found."""
-    from forensics.scan import ScanOptions, scan_to_report
+    from forensics.options import ScanOptions
+    from forensics.session import scan_to_report
 
     from .progress import ScanProgress, print_rows, print_summary
 

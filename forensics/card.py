@@ -26,9 +26,6 @@ class TilingPolicy:
     max_tiles: int = 9
     pad_value: float = 0.0  # in normalised units: the mean colour
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass
 class ModelCard:

@@ -20,10 +20,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .card import TilingPolicy
 from .errors import GscanError
 from .images import DecodedImage, decode_file
-from .tiling import extract_tiles
+from .tiling import Preprocessing
 
 MAX_DEATHS_IN_A_ROW = 5
 Job = tuple[Path, int]  # a file and the ring slot its tiles go to
@@ -32,17 +31,15 @@ Result = tuple[DecodedImage, int, list[tuple[int, int]]]  # facts (no pixels), t
 
 @dataclass(frozen=True)
 class TileSpec:
-    """What a worker needs to turn a file into tiles: the model card's preprocessing and the pixel limit."""
+    """What a worker needs to turn a file into tiles: the model's preprocessing and the read limits."""
 
-    policy: TilingPolicy
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing
     max_pixels: int
     read_limits: dict = field(default_factory=dict)  # decode_file's file-size and link limits
 
     @property
     def slot_shape(self) -> tuple[int, int, int, int]:
-        return (self.policy.max_tiles, 3, self.policy.crop, self.policy.crop)
+        return self.preprocessing.slot_shape
 
 
 _worker: dict = {}
@@ -61,7 +58,7 @@ def _prepare_chunk(jobs: list[Job]) -> list[Result]:
         decoded, n, origins = decode_file(path, spec.max_pixels, **spec.read_limits), 0, []
         if decoded.ok:
             try:
-                tiles, origins = extract_tiles(decoded.pixels, spec.policy, spec.mean, spec.std)
+                tiles, origins = spec.preprocessing.tiles(decoded.pixels)
                 ring[slot, :len(tiles)] = tiles
                 n = len(tiles)
             except Exception as exc:  # a bad file becomes its row's error, never a dead worker

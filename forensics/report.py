@@ -1,4 +1,4 @@
-"""The row schema and streaming CSV / JSON / JSON Lines writers (rows written as the scan goes)."""
+"""Streaming CSV / JSON / JSON Lines report writers (rows written as the scan goes) and the reader --resume uses."""
 
 from __future__ import annotations
 
@@ -14,15 +14,9 @@ from typing import Any, TextIO
 
 from .errors import GscanError
 from .outputs import create_new, open_in_place
+from .rows import COLUMNS, unknown_keys
 from .text import FORMULA_START, csv_safe
 
-COLUMNS = [
-    "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",
-    "label", "score", "threshold", "tiles", "generator", "generator_score", "generator_top3", "notes",
-    "cam_class", "cam_path", "cam_max",
-    "model", "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings", "gscan_version",
-    "scanned_at",
-]
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -36,11 +30,6 @@ def report_format(path: Path) -> str:
         return FORMATS[Path(path).suffix.lower()]
     except KeyError:
         raise GscanError(f"report {path} must end in .csv, .json or .jsonl") from None
-
-
-def path_text(path: Path | str) -> str:
-    """A path as text, lossless: undecodable bytes survive as surrogate escapes (JSON writes them as \\udcXX)."""
-    return os.fsdecode(path)
 
 
 def _csv_value(value: Any) -> Any:
@@ -65,11 +54,6 @@ def _from_csv(value: str | None) -> str | None:
 def _json_value(value: Any) -> Any:
     """JSON has no NaN or Infinity: a non-finite number is written as null."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def mtime_text(mtime: float) -> str:
-    """A file's modification time as the report records it (UTC, microseconds): compared as text on resume."""
-    return datetime.fromtimestamp(mtime, tz=timezone.utc).isoformat(timespec="microseconds")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -124,11 +108,11 @@ class ReportWriter:
     place on close, so the previous report stays intact until the new one is whole.
     """
 
-    def __init__(self, path: Path, columns: list[str] | None = None, atomic: bool = False):
+    def __init__(self, path: Path, atomic: bool = False):
         self.path = Path(path)
         self.to_stdout = is_stdout(self.path)
         self.format = "jsonl" if self.to_stdout else report_format(self.path)
-        self.columns = columns or COLUMNS
+        self.columns = COLUMNS
         self.count = 0
         if self.to_stdout:
             self._target = self.path
@@ -141,7 +125,7 @@ class ReportWriter:
         # never through a link planted at either name (outputs.py)
         self._fh = create_new(target) if atomic else open_in_place(target)
         if self.format == "csv":
-            self._csv = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
+            self._csv = csv.DictWriter(self._fh, fieldnames=self.columns)
             self._csv.writeheader()
         elif self.format == "json":
             self._fh.write("[")
@@ -149,6 +133,9 @@ class ReportWriter:
 
     def write(self, rows: list[dict]) -> None:
         for row in rows:
+            extra = unknown_keys(row)
+            if extra:  # a key outside the schema is a bug: never dropped silently
+                raise ValueError(f"row keys not in the report schema (rows.COLUMNS): {sorted(extra)}")
             if self.format == "csv":
                 self._csv.writerow({k: _csv_value(row.get(k)) for k in self.columns})
             else:

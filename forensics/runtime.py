@@ -12,6 +12,7 @@ import numpy as np
 
 from .card import CARD_METADATA_KEY, ModelCard
 from .errors import DeviceError, ModelError
+from .tiling import Preprocessing
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "exported_models"
 DEFAULT_MODEL = "gscan-binary-effnetlite0"
@@ -159,7 +160,6 @@ class Detector:
                 raise DeviceError("CUDA was asked for but ONNX Runtime fell back to the CPU")
         self.card = self._read_card()
         self.card.onnx_sha256 = expected or self.sha256
-        self.output_names = [o.name for o in self.session.get_outputs()]
         self._staging: np.ndarray | None = None  # CUDA input batches are assembled here
 
     def _read_card(self) -> ModelCard:
@@ -186,6 +186,11 @@ class Detector:
             raise ModelError(f"{self.path.name} has sha256 {self.sha256[:16]}..., but its card {side.name} names "
                              f"{expected[:16]}...: the model file is not the one the card describes")
         return expected
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How this model's input tiles are made, from its card."""
+        return Preprocessing.from_card(self.card)
 
     @property
     def device(self) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 # C0/C1 controls (ESC starts terminal sequences such as an OSC 52 clipboard write) and the bidi controls that
 # make "photo-\u202egpj.exe" read as "photo-exe.jpg"
@@ -21,3 +23,8 @@ def visible(text: str) -> str:
 def csv_safe(value: str) -> str:
     """A CSV cell a spreadsheet shows as text: a leading formula character gets a single quote before it."""
     return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def path_text(path: Path | str) -> str:
+    """A path as text, lossless: undecodable bytes survive as surrogate escapes (JSON writes them as \\udcXX)."""
+    return os.fsdecode(path)

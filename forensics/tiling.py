@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,8 +49,8 @@ def normalise_batch(patches: np.ndarray, mean, std) -> np.ndarray:
     return out
 
 
-def extract_tiles(pixels: np.ndarray, policy: TilingPolicy, mean, std) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Normalised tiles (N x 3 x crop x crop float32) and their origins; small images are padded."""
+def cut_patches(pixels: np.ndarray, policy: TilingPolicy) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The uint8 crops (N x crop x crop x 3, zero-filled past a small image's edge) and their origins."""
     h, w = pixels.shape[:2]
     origins = tile_origins(h, w, policy)
     crop = policy.crop
@@ -57,8 +58,50 @@ def extract_tiles(pixels: np.ndarray, policy: TilingPolicy, mean, std) -> tuple[
     for i, (y, x) in enumerate(origins):
         patch = pixels[y:y + crop, x:x + crop]
         patches[i, :patch.shape[0], :patch.shape[1]] = patch
+    return patches, origins
+
+
+def normalise_patches(patches: np.ndarray, height: int, width: int, policy: TilingPolicy, mean, std) -> np.ndarray:
+    """cut_patches' crops of a height x width image as model input; what lies past a small image's edge gets the
+    policy's pad value."""
     tiles = normalise_batch(patches, mean, std)
     # Only an image smaller than the crop gives partial tiles (every origin then shares its short side).
-    tiles[:, :, min(h, crop):, :] = policy.pad_value
-    tiles[:, :, :, min(w, crop):] = policy.pad_value
-    return tiles, origins
+    tiles[:, :, min(height, policy.crop):, :] = policy.pad_value
+    tiles[:, :, :, min(width, policy.crop):] = policy.pad_value
+    return tiles
+
+
+def extract_tiles(pixels: np.ndarray, policy: TilingPolicy, mean, std) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Normalised tiles (N x 3 x crop x crop float32) and their origins; small images are padded."""
+    patches, origins = cut_patches(pixels, policy)
+    return normalise_patches(patches, *pixels.shape[:2], policy, mean, std), origins
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that shapes a model's input tiles, from its card: built once, compared as one value."""
+
+    policy: TilingPolicy
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_card(cls, card) -> "Preprocessing":
+        return cls(card.tiling, tuple(card.mean), tuple(card.std))
+
+    def tiles(self, pixels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Normalised tiles (N x 3 x crop x crop float32) and their origins."""
+        return extract_tiles(pixels, self.policy, self.mean, self.std)
+
+    def patches(self, pixels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """The first half of tiles(), for engines that cut in one process and normalise in another."""
+        return cut_patches(pixels, self.policy)
+
+    def normalise(self, patches: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The second half of tiles()."""
+        return normalise_patches(patches, height, width, self.policy, self.mean, self.std)
+
+    @property
+    def slot_shape(self) -> tuple[int, int, int, int]:
+        """The most tiles one image gives, as an array shape."""
+        return (self.policy.max_tiles, 3, self.policy.crop, self.policy.crop)

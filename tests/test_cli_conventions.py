@@ -96,7 +96,7 @@ def test_broken_pipe_exits_quietly_and_not_1(folder: Path, tiny_onnx: Path):
 
 
 def test_resumed_scan_reports_no_speed_for_reused_rows():
-    from forensics.scan import ScanSummary
+    from forensics.rows import ScanSummary
 
     summary = ScanSummary(files=500, reused=500, seconds=0.05)
     assert summary.images_per_second == 0.0
@@ -146,16 +146,16 @@ def test_training_commands_name_the_extra_they_need(binary_data, tmp_path: Path,
 
 def test_ctrl_c_says_what_was_written_and_how_to_continue(folder: Path, tiny_onnx: Path, tmp_path: Path,
                                                           monkeypatch):
-    import forensics.scan as scan
+    from forensics.engines.local import LocalEngine
 
-    real = scan.scan_directory
+    real = LocalEngine.scan
 
-    def interrupted(root, detector, sink, options=None, attributor=None):
+    def interrupted(self, paths, sink, reuse=None):
         def stop_after_first_batch(rows):
             sink(rows)
             raise KeyboardInterrupt
-        return real(root, detector, stop_after_first_batch, options, attributor)
-    monkeypatch.setattr(scan, "scan_directory", interrupted)
+        return real(self, paths, stop_after_first_batch, reuse)
+    monkeypatch.setattr(LocalEngine, "scan", interrupted)
     report = tmp_path / "r.csv"
     result = invoke("dir", folder, "--model", tiny_onnx, "--report", report, "--batch-size", 2, expect=130)
     assert "interrupted after" in result.stderr and "--resume" in result.stderr

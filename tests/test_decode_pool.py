@@ -11,6 +11,7 @@ import pytest
 
 from conftest import invoke
 from forensics.report import read_rows
+from forensics.tiling import Preprocessing
 from synth import natural_image, save
 
 VOLATILE = {"scanned_at"}
@@ -75,7 +76,7 @@ def test_a_dead_worker_costs_no_rows(mixed_folder: Path, tiny_onnx: Path):
 
     card = Detector(tiny_onnx, device="cpu").card
     files = sorted(find_images(mixed_folder))
-    with ProcessDecoder(2, TileSpec(card.tiling, card.mean, card.std, 10**8), chunk=4) as decoder:
+    with ProcessDecoder(2, TileSpec(Preprocessing.from_card(card), 10**8), chunk=4) as decoder:
         images = [f for f in files if f.name.startswith("img")][:4]
         killed = decoder.pool.submit(os._exit, 1)
         with pytest.raises(BrokenProcessPool):
@@ -94,7 +95,7 @@ def test_workers_that_keep_dying_stop_the_scan_with_a_clear_error(tiny_onnx: Pat
     from forensics.runtime import Detector
 
     card = Detector(tiny_onnx, device="cpu").card
-    with ProcessDecoder(1, TileSpec(card.tiling, card.mean, card.std, 10**8)) as decoder:
+    with ProcessDecoder(1, TileSpec(Preprocessing.from_card(card), 10**8)) as decoder:
         for _ in range(MAX_DEATHS_IN_A_ROW - 1):
             decoder._count_death()
         with pytest.raises(GscanError, match="--decode threads"):

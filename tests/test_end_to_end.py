@@ -136,14 +136,15 @@ def test_batches_never_exceed_the_batch_size(tiny_onnx: Path, binary_data):
     """A batch closes before the image that would overflow it: one input shape per session on CUDA."""
     from forensics.images import find_images
     from forensics.runtime import Detector
-    from forensics.scan import ScanOptions, scan_paths
+    from forensics.engines.local import LocalEngine
+    from forensics.options import ScanOptions
 
     detector = Detector(tiny_onnx, device="cpu")
     sizes, run = [], detector.run
     detector.run = lambda tiles, with_cams=False: (sizes.append(sum(map(len, tiles))), run(tiles, with_cams))[1]
     rows: list[dict] = []
     files = sorted(find_images(binary_data["val"]))
-    summary = scan_paths(files, detector, rows.extend, ScanOptions(batch_size=6, workers=1))
+    summary = LocalEngine(detector, None, ScanOptions(batch_size=6, workers=1)).scan(files, rows.extend)
     assert len(rows) == len(files) == summary.files
     assert sum(sizes) == summary.tiles and max(sizes) <= 6
 

@@ -37,15 +37,16 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_decode_and_actor_steps_match_the_local_engine(folder: Path, tiny_onnx: Path, tmp_path: Path):
-    from forensics.images import find_images
+    from forensics.images import DEFAULT_MAX_PIXELS, find_images
     from forensics.runtime import Detector
 
     paths = sorted(find_images(folder))
-    card = Detector(tiny_onnx, device="cpu").card
-    batch = decode_batch({"path": np.array([os.fsencode(p) for p in paths], dtype=object)}, card.tiling.crop,
-                         card.tiling.max_tiles, 150_000_000)
+    detector = Detector(tiny_onnx, device="cpu")
+    card = detector.card
+    batch = decode_batch({"path": np.array([os.fsencode(p) for p in paths], dtype=object)}, detector.preprocessing,
+                         DEFAULT_MAX_PIXELS, {"root": folder})
     assert batch["tiles"].dtype == np.uint8 and batch["tiles"].shape[1:] == (card.tiling.max_tiles, 64, 64, 3)
-    rows = ScanActor(str(tiny_onnx), "cpu", None)(batch)["row"]
+    rows = ScanActor(str(tiny_onnx), "cpu", card.threshold, "")(batch)["row"]
     invoke("dir", folder, "--model", tiny_onnx, "--report", tmp_path / "local.csv")
     local = {r["path"]: r for r in read_csv(tmp_path / "local.csv")}
     assert len(rows) == len(local) == 51

@@ -1,1 +1,1 @@
-"""Scan engines other than the in-process one (forensics.scan)."""
+"""Scan engines: one interface (base.Engine), the in-process one (local) and Ray Data (ray)."""

@@ -1,0 +1,111 @@
+"""The row: the unit of truth of a scan. Its schema (COLUMNS), how a row is built from a decoded image and its
+tiles' logits, and the summary counted from rows. Every engine builds rows here and every sink writes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .images import DecodedImage
+from .runtime import Detector
+from .text import path_text
+
+COLUMNS = [
+    "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",
+    "label", "score", "threshold", "tiles", "generator", "generator_score", "generator_top3", "notes",
+    "cam_class", "cam_path", "cam_max",
+    "model", "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings", "gscan_version",
+    "scanned_at",
+]
+# keys a row may carry for the triage page only (embedded thumbnails), never written to a report
+PAGE_KEYS = ("thumb", "large")
+RowSink = Callable[[list[dict]], None]
+
+
+def unknown_keys(row: dict) -> set[str]:
+    """Keys of row that are in neither the schema nor PAGE_KEYS: a bug, which writers refuse."""
+    return set(row) - set(COLUMNS) - set(PAGE_KEYS)
+
+
+def mtime_text(mtime: float) -> str:
+    """A file's modification time as the report records it (UTC, microseconds): compared as text on resume."""
+    return datetime.fromtimestamp(mtime, tz=timezone.utc).isoformat(timespec="microseconds")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def image_probabilities(tile_logits: np.ndarray) -> np.ndarray:
+    """One image's class probabilities: its tiles' logits averaged, then softmax."""
+    return softmax(tile_logits.mean(axis=0))
+
+
+@dataclass
+class ScanSummary:
+    files: int = 0
+    real: int = 0
+    fake: int = 0
+    errors: int = 0
+    tiles: int = 0
+    reused: int = 0  # rows taken from the report being resumed
+    seconds: float = 0.0
+    device: str = "cpu"
+    threshold: float = 0.5
+    model: str = ""
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: dict) -> None:
+        """Count one finished row."""
+        self.files += 1
+        self.tiles += int(row["tiles"] or 0)
+        if row["status"] == "error":
+            self.errors += 1
+        else:
+            self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
+        self.real, self.fake = self.labels.get("real", 0), self.labels.get("fake", 0)
+
+    @property
+    def images_per_second(self) -> float:
+        """Images scored per second: rows reused by --resume cost nothing and are not counted."""
+        scanned = self.files - self.reused
+        return scanned / self.seconds if self.seconds > 0 else 0.0
+
+
+class RowBuilder:
+    """Turns prepared images and their logits into report rows with chain-of-custody fields."""
+
+    def __init__(self, detector: Detector, threshold: float, settings: str = ""):
+        self.detector, self.threshold = detector, threshold
+        self.common = {"model": detector.card.name, "model_sha256": detector.sha256, "gscan_version": __version__,
+                       "threshold": threshold, "scan_settings": settings}
+
+    def base(self, decoded: DecodedImage) -> dict:
+        return {"path": path_text(decoded.path), "sha256": decoded.sha256 or None,
+                "file_size": decoded.file_size or None,
+                "file_mtime": mtime_text(decoded.mtime) if decoded.mtime else None, "width": decoded.width or None,
+                "height": decoded.height or None, "format": decoded.format or None,
+                "notes": "; ".join(decoded.notes) or None, "label": None, "score": None, "tiles": None,
+                "cam_class": None, "cam_path": None, "cam_max": None,
+                **self.common, "scanned_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def error(self, decoded: DecodedImage, reason: str | None = None) -> dict:
+        return {**self.base(decoded), "status": "error", "error": reason or decoded.error}
+
+    def scored(self, decoded: DecodedImage, tile_logits: np.ndarray) -> tuple[dict, int]:
+        """The row and the index of the class it settles on (the class a heatmap explains)."""
+        card = self.detector.card
+        probs = image_probabilities(tile_logits)
+        row = {**self.base(decoded), "status": "ok", "error": None, "tiles": int(len(tile_logits))}
+        if card.task == "binary":
+            score = float(probs[card.positive_index])
+            row.update(score=score, label="fake" if score >= self.threshold else "real")
+        else:
+            top = int(probs.argmax())
+            row.update(score=float(probs[top]), label=card.classes[top])
+        return row, card.classes.index(row["label"])
