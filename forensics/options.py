@@ -39,6 +39,10 @@ class ScanOptions:
         if self.threshold is not None and not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
             raise GscanError(f"the threshold must be a number from 0 to 1, not {self.threshold}")
 
+    def threshold_for(self, card) -> float:
+        """The threshold rows are judged by: --threshold, else the model card's."""
+        return card.threshold if self.threshold is None else self.threshold
+
     def replace(self, **changes) -> "ScanOptions":
         return dataclasses.replace(self, **changes)
 

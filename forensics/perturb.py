@@ -13,12 +13,16 @@ from .errors import GscanError
 Perturbation = Callable[[np.ndarray], np.ndarray]
 
 
+def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
+    """img saved as JPEG at quality and decoded again: the one JPEG re-encoding of evaluation and training."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
 def _jpeg(quality: float) -> Perturbation:
-    def apply(pixels: np.ndarray) -> np.ndarray:
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="JPEG", quality=int(quality))
-        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return apply
+    return lambda pixels: np.asarray(jpeg_roundtrip(Image.fromarray(pixels), int(quality)))
 
 
 def _blur(sigma: float) -> Perturbation:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from . import __version__
 from .images import DecodedImage
-from .runtime import Detector
 from .text import path_text
+
+if TYPE_CHECKING:
+    from .runtime import Detector
 
 COLUMNS = [
     "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",

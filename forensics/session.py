@@ -47,7 +47,7 @@ def reusable_row(path: Path, previous: dict[str, dict], expected: dict[str, str]
 def resume_rows(previous: dict[str, dict], detector: Detector, attributor: Detector | None,
                 options: ScanOptions) -> Callable[[Path], dict | None]:
     """reuse(path) for an engine: the earlier row of that file when it still holds (reusable_row)."""
-    threshold = detector.card.threshold if options.threshold is None else options.threshold
+    threshold = options.threshold_for(detector.card)
     expected = {"model_sha256": detector.sha256,
                 "scan_settings": options.settings_text(threshold, attributor.sha256 if attributor else None)}
     return lambda path: reusable_row(path, previous, expected)

@@ -222,7 +222,7 @@ class LocalEngine:
         images called fake also get the generator that most likely made them. `reuse(path)` returns a row from an
         earlier run to keep instead of scanning the file, or None."""
         detector, attributor, options = self.detector, self.attributor, self.options
-        threshold = detector.card.threshold if options.threshold is None else options.threshold
+        threshold = options.threshold_for(detector.card)
         summary = ScanSummary(device=detector.device, threshold=threshold, model=detector.card.name)
         workers = options.workers or auto_workers()
 

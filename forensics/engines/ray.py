@@ -134,7 +134,7 @@ class RayEngine:
         ctx.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         card = detector.card
-        threshold = card.threshold if options.threshold is None else options.threshold
+        threshold = options.threshold_for(card)
         summary = ScanSummary(device=device, threshold=threshold, model=card.name)
         t0 = time.perf_counter()
         if items:

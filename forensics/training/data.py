@@ -18,6 +18,7 @@ from ..card import TilingPolicy
 from ..errors import DataError
 from ..images import decode_file, find_images
 from ..tiling import normalise
+from .config import Augment
 
 REAL = "real"
 
@@ -94,59 +95,6 @@ def summarise(samples: list[Sample], classes: list[str]) -> dict:
         "per_class": {classes[k]: v for k, v in sorted(Counter(s.label for s in samples).items())},
         "per_source": dict(sorted(Counter(s.source for s in samples).items())),
     }
-
-
-@dataclass
-class Augment:
-    """CNNDetection-style degradations, applied with the same odds to every class."""
-
-    blur_prob: float = 0.3
-    blur_sigma: tuple[float, float] = (0.1, 1.5)
-    jpeg_prob: float = 0.8
-    jpeg_quality: tuple[int, int] = (60, 95)
-    # a second JPEG pass before the last one: some sources arrive already JPEG'd (the 128-px fakes), others not;
-    # re-compressing twice at random keeps "compressed once or twice" from carrying the label
-    double_jpeg_prob: float = 0.0
-    double_jpeg_quality: tuple[int, int] | None = None  # the first pass's range; default jpeg_quality
-    flip: bool = True
-    # downscale the whole image (antialiased, as thumbnails are made) before cropping, every class alike, so that
-    # "downscaled" or "small" is not a property of one class only (the 128-px thumbnails come in both classes,
-    # the high-resolution sources not)
-    rescale_prob: float = 0.0
-    # files stored without JPEG get one pass at this quality first, as the JPEG-stored sources got when they were
-    # saved: every training image then has a compression history, so how often it was compressed carries no label
-    # (the 128-px reals are PNG, the 128-px fakes JPEG q~75)
-    lossless_jpeg_quality: tuple[int, int] | None = None
-
-    def rescale(self, pixels: np.ndarray, crop: int, rng: random.Random) -> np.ndarray:
-        """With rescale_prob: shorter side drawn log-uniformly between the crop size and its own size."""
-        short = min(pixels.shape[:2])
-        if short <= crop or rng.random() >= self.rescale_prob:
-            return pixels
-        target = crop * (short / crop) ** rng.random()
-        scale = target / short
-        h, w = max(crop, round(pixels.shape[0] * scale)), max(crop, round(pixels.shape[1] * scale))
-        return np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.LANCZOS))
-
-    def __call__(self, img: Image.Image, rng: random.Random, stored_lossy: bool = True) -> Image.Image:
-        if self.lossless_jpeg_quality and not stored_lossy:
-            img = jpeg_roundtrip(img, rng.randint(*self.lossless_jpeg_quality))
-        if self.flip and rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if rng.random() < self.blur_prob:
-            img = img.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur_sigma)))
-        if rng.random() < self.double_jpeg_prob:
-            img = jpeg_roundtrip(img, rng.randint(*(self.double_jpeg_quality or self.jpeg_quality)))
-        if rng.random() < self.jpeg_prob:
-            img = jpeg_roundtrip(img, rng.randint(*self.jpeg_quality))
-        return img
-
-
-def jpeg_roundtrip(img: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
 
 
 def random_crop(pixels: np.ndarray, crop: int, rng: random.Random, grid: int = 8) -> np.ndarray:

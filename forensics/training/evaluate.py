@@ -13,17 +13,13 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 from ..card import ModelCard
 from ..errors import DataError
 from ..images import decode_file
+from ..rows import softmax
 from ..perturb import Perturbation
 from ..tiling import extract_tiles
 from .data import Sample
+from .plots import pyplot
 
 Predict = Callable[[np.ndarray], np.ndarray]  # N x 3 x H x W float32 tiles -> N x C logits
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _tiles_for(sample: Sample, card: ModelCard, perturb: Perturbation | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -176,9 +172,7 @@ def save_metrics(metrics: dict, out_dir: Path, name: str = "metrics.json") -> Pa
 
 
 def plot_roc(scores: np.ndarray, labels: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fpr, tpr, _ = roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -193,9 +187,7 @@ def plot_roc(scores: np.ndarray, labels: np.ndarray, path: Path, title: str) -> 
 
 def plot_reliability(table: dict, path: Path, title: str) -> None:
     """Reliability diagram: observed fraction of fakes against mean predicted probability, per bin."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     bins = table["bins"]
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.5, 5.5), height_ratios=(3, 1), sharex=True)
@@ -213,9 +205,7 @@ def plot_reliability(table: dict, path: Path, title: str) -> None:
 
 
 def plot_confusion(cm: list[list[int]], classes: list[str], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm_arr = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.2 * len(classes) + 2))
@@ -234,16 +224,10 @@ def plot_confusion(cm: list[list[int]], classes: list[str], path: Path, title: s
 def load_predictor(model: str) -> tuple[Predict, ModelCard, str]:
     """A checkpoint folder (PyTorch) or an exported model (name or .onnx file, ONNX Runtime)."""
     if Path(model).is_dir():
-        import torch
-
-        from .models import load_checkpoint
+        from .models import checkpoint_predictor, load_checkpoint
 
         net, card = load_checkpoint(Path(model))
-
-        def predict(tiles: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return net(torch.from_numpy(tiles)).float().numpy()
-        return predict, card, str(model)
+        return checkpoint_predictor(net), card, str(model)
     from ..runtime import Detector, resolve_model
 
     detector = Detector(resolve_model(model), device="cpu")

@@ -14,6 +14,7 @@ from ..errors import GscanError
 from ..images import decode_file
 from ..tiling import normalise
 from .models import load_checkpoint
+from .plots import pyplot
 
 MAX_SIDE = 1024  # larger images are centre-cropped at native resolution, never resized
 
@@ -106,9 +107,7 @@ class Explainer:
 
 
 def _grid_png(pixels: np.ndarray, maps: list[np.ndarray], layers: list[str], target: str, out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = min(5, len(maps) + 1)
     rows = -(-(len(maps) + 1) // cols)

@@ -110,6 +110,19 @@ def save_checkpoint(model: torch.nn.Module, card: ModelCard, run_dir: Path) -> N
     card.save(run_dir / CHECKPOINT_CARD)
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    # depthwise and 1x1 convolutions run about 30% faster on CPU in this layout (measured: Lite0, 128 px)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def checkpoint_predictor(model: torch.nn.Module):
+    """tiles (N x 3 x H x W float32) -> logits, for a PyTorch model: how training and evaluation score tiles."""
+    def predict(tiles):
+        with torch.inference_mode():
+            return model(channels_last(torch.from_numpy(tiles))).float().numpy()
+    return predict
+
+
 def readable_like_others(path: Path) -> None:
     """safetensors writes its files mode 0600; give them the mode the umask gives every other file we write."""
     umask = os.umask(0)

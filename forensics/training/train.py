@@ -20,49 +20,12 @@ from ..errors import DataError
 from ..perturb import parse_perturbation
 from . import data as D
 from .evaluate import binary_metrics, choose_threshold, evaluate_attribution, evaluate_binary, score_samples
-from .models import create_model, default_crop, default_norm, save_checkpoint
+from .models import channels_last, checkpoint_predictor, create_model, default_crop, default_norm, save_checkpoint
+from .config import TrainConfig
 from .synth import twin_map
+from .plots import pyplot
 
 Progress = Callable[[dict], None]
-
-
-@dataclass
-class TrainConfig:
-    data_dir: Path
-    out: Path
-    more_data: tuple[Path, ...] = ()  # further folders laid out like data_dir, trained on together
-    twins: tuple[Path, ...] = ()  # gscan synth folders: train on (real, twin) pairs with the same augmentation
-    val_twins: tuple[Path, ...] = ()  # gscan synth folders whose twins join validation as fakes
-    soften_real_prob: float = 0.0  # chance that a pair's real alone is slightly blurred (see PairedCropDataset)
-    task: str = "binary"
-    val_dir: Path | None = None
-    more_val: tuple[Path, ...] = ()
-    val_fraction: float = 0.2  # used only without val_dir: split by image
-    val_limit: int | None = None  # validate on a source-stratified subsample of this many images
-    val_perturb: str | None = None  # degrade every val image alike when choosing the best epoch, e.g. jpeg:75
-    hold_out: tuple[str, ...] = ()  # sources ("real/ciplab-600") kept out of training and epoch selection
-    threshold_source: str | None = None  # a held-out source whose DATA_DIR images set the threshold
-    arch: str = "tf_efficientnet_lite0"
-    pretrained: bool = False
-    weights: str | None = None  # a file, or "imagenet-offline"
-    front_end: str = "rgb"  # rgb, or npr: the network sees x - up(down(x)) (see front_end.py)
-    stem_stride: int = 0  # 0: the architecture's own; 1 keeps full resolution past the first convolution
-    crop: int | None = None  # default: timm's input size for the arch
-    max_tiles: int = 9
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    patience: int = 3
-    seed: int = 0
-    workers: int = 2
-    crops_per_image: int = 1
-    samples_per_epoch: int | None = None
-    balance: str = "class"
-    target_fpr: float = 0.01
-    augment: D.Augment = field(default_factory=D.Augment)
-    name: str = ""
-    force: bool = False  # overwrite an existing run folder
 
 
 @dataclass
@@ -80,25 +43,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _predict_fn(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    def predict(tiles: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(_channels_last(torch.from_numpy(tiles))).float().numpy()
-    return predict
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    # depthwise and 1x1 convolutions run about 30% faster on CPU in this layout (measured: Lite0, 128 px)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
 def _val_score(task: str, metrics: dict) -> float:
     return metrics.get("roc_auc", metrics["accuracy"]) if task == "binary" else metrics["accuracy"]
 
 
 def _validate(model, samples, card, config) -> dict:
     model.eval()
-    probs, sizes = score_samples(samples, _predict_fn(model), card, parse_perturbation(config.val_perturb),
+    probs, sizes = score_samples(samples, checkpoint_predictor(model), card, parse_perturbation(config.val_perturb),
                                  workers=config.workers)
     labels = np.array([s.label for s in samples])
     loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1)).mean())
@@ -114,7 +65,7 @@ def _run_epoch(model, loader, optimizer, scheduler, on_progress, epoch) -> dict:
     loss_fn = torch.nn.CrossEntropyLoss()
     total, correct, loss_sum = 0, 0, 0.0
     for step, (x, y) in enumerate(loader):
-        logits = model(_channels_last(x))
+        logits = model(channels_last(x))
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -333,7 +284,7 @@ def _finalise(out: Path, val_samples, threshold_samples, config: TrainConfig, hi
     from .models import load_checkpoint
 
     model, card = load_checkpoint(out)
-    predict = _predict_fn(model.to(memory_format=torch.channels_last))
+    predict = checkpoint_predictor(model.to(memory_format=torch.channels_last))
     results = _stored_and_q75(val_samples, predict, card, config.workers)
     if card.task == "binary":
         _set_threshold(card, val_samples, results, threshold_samples, predict, config)
@@ -364,9 +315,7 @@ def _write_history(out: Path, history: list[dict]) -> None:
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch, train and val, like the study's training-log charts."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
