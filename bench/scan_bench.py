@@ -31,7 +31,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 from forensics.images import DEFAULT_MAX_PIXELS, decode_file, find_images  # noqa: E402
 from forensics.runtime import Detector, resolve_model  # noqa: E402
@@ -52,7 +51,7 @@ def make_images(root: Path, n: int, seed: int = 0, sizes=(256, 1024)) -> Path:
 
 
 def _make_one(job: tuple[Path, int, int, tuple[int, int]]) -> None:
-    from synth import natural_image
+    from forensics.synthetic import natural_image
 
     root, i, seed, sizes = job
     rng = np.random.default_rng([seed, i])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cam import orient
+from .heatmap import orient
 from .outputs import create_new
 from .text import visible
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synth import make_binary_dataset
+from forensics.synthetic import make_binary_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_ARCH = "test_resnet"

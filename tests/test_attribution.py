@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import TINY_ARCH, TINY_CROP, invoke
 from forensics.card import ModelCard
-from synth import natural_image, save
+from forensics.synthetic import natural_image, save
 
 GENERATORS = ("nearest", "bilinear", "checkerboard")
 

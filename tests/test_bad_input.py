@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import invoke
 from forensics.images import decode_bytes, decode_file
-from synth import natural_image
+from forensics.synthetic import natural_image
 
 RNG = np.random.default_rng(7)
 PIXELS = natural_image(RNG, 70, 90)

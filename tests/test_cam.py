@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH, TINY_CROP, invoke
-from forensics.cam import LEGEND_HEIGHT, MAX_DISPLAY_SIDE, heatmap_canvas
+from forensics.heatmap import LEGEND_HEIGHT, MAX_DISPLAY_SIDE, heatmap_canvas
 from forensics.images import decode_file
 from forensics.runtime import Detector
 from forensics.tiling import extract_tiles
-from synth import checkerboard_trace, natural_image, save
+from forensics.synthetic import checkerboard_trace, natural_image, save
 
 QUADRANTS = ((0, 0), (0, 32), (32, 0), (32, 32))
 
@@ -159,7 +159,7 @@ def test_cam_command_single_layer_and_all_layers(quadrant_model, tmp_path: Path)
 def test_the_whole_map_is_drawn_with_a_legend_of_its_raw_scale():
     """No part of the image shows through unmarked where the map is 0, and the strip below runs from the colour
     map's dark end (0) to its bright end (the raw peak, cam_max)."""
-    from forensics.cam import inferno, overlay_image, with_legend
+    from forensics.heatmap import inferno, overlay_image, with_legend
 
     image = Image.fromarray(np.full((64, 200, 3), 200, np.uint8))
     heat = np.zeros((64, 200), np.float32)

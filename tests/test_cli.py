@@ -15,7 +15,7 @@ import pytest
 from conftest import invoke
 from forensics import __version__
 from forensics.report import COLUMNS
-from synth import add_trace, natural_image, save
+from forensics.synthetic import add_trace, natural_image, save
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import invoke
 from forensics.report import read_rows
 from forensics.tiling import Preprocessing
-from synth import natural_image, save
+from forensics.synthetic import natural_image, save
 
 VOLATILE = {"scanned_at"}
 

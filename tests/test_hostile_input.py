@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import invoke
 from forensics.report import read_rows
-from synth import natural_image
+from forensics.synthetic import natural_image
 
 PIXELS = natural_image(np.random.default_rng(17), 72, 80)
 

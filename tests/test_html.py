@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import invoke
-from synth import add_trace, natural_image, save
+from forensics.synthetic import add_trace, natural_image, save
 
 HOSTILE = "<img src=x onerror=alert(1)>.png"
 BIDI = "photo-\u202egnp.exe.png"  # shows as photo-exe.png... in a browser unless the control is made visible

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from forensics.images import decode_bytes, decode_file, find_images, sniff_format
-from synth import natural_image, save
+from forensics.synthetic import natural_image, save
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import invoke
 from forensics.engines.ray import ScanActor, decode_batch
-from synth import add_trace, natural_image, save
+from forensics.synthetic import add_trace, natural_image, save
 
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE = {"scanned_at"}

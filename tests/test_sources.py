@@ -16,7 +16,7 @@ from forensics.errors import DataError
 from forensics.perturb import parse_perturbation
 from forensics.training import data as D
 from forensics.training.evaluate import calibration, choose_threshold, load_predictor, score_samples
-from synth import add_trace, natural_image, save
+from forensics.synthetic import add_trace, natural_image, save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from results_doc import write_section  # noqa: E402

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH, invoke
-from synth import natural_image, save
+from forensics.synthetic import natural_image, save
 from forensics.card import TilingPolicy
 from forensics.training.data import Augment, Pair, PairedCropDataset, Sample, collate_pairs
 from forensics.training.synth import DEFAULT_BANK, TwinAutoencoder, psnr, reconstruct

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..cam import MAX_DISPLAY_SIDE, write_heatmap_png
+from ..heatmap import MAX_DISPLAY_SIDE, write_heatmap_png
 from ..choices import CamFor, Decode
 from ..decode_pool import ProcessDecoder, TileSpec
 from ..html import previews

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..card import ModelCard
-from ..cam import overlay
+from ..heatmap import overlay
 from ..errors import GscanError
 from ..images import decode_file
 from ..tiling import normalise

@@ -1,4 +1,5 @@
-"""Images generated for tests: natural-looking smooth content, and 'fakes' carrying a periodic upsampling trace."""
+"""Generated images for tests and benchmarks: natural-looking smooth content, and "fakes" carrying a periodic
+upsampling trace (numpy and Pillow only)."""
 
 from __future__ import annotations
 
