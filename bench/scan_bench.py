@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from forensics.images import DEFAULT_MAX_PIXELS, decode_file, find_images  # noqa: E402
+from forensics.engines.local import auto_batch_size  # noqa: E402
 from forensics.runtime import Detector, resolve_model  # noqa: E402
 from forensics.tiling import Preprocessing, extract_tiles  # noqa: E402
 
@@ -211,7 +212,8 @@ def baseline(files: list[Path], card, workers: int) -> float:
 
     # the same network as the exported one: random weights, but its card's front-end and stem stride
     model = create_model(card.arch, len(card.classes), front_end=card.front_end, stem_stride=card.stem_stride).eval()
-    loader = DataLoader(_TiledFiles(files, card), batch_size=32, num_workers=workers, collate_fn=_collate)
+    loader = DataLoader(_TiledFiles(files, card), batch_size=auto_batch_size("cpu"), num_workers=workers,
+                        collate_fn=_collate)
     start = time.perf_counter()
     scores = []
     with torch.inference_mode():
@@ -236,7 +238,7 @@ def throughput_table(args) -> dict:
     detector = Detector(model_path, device=DEVICE)
     cores = os.cpu_count() or 1
     tpi, tiles = tile_sample(files, detector.card)
-    batch = 32 if DEVICE == "cpu" else 128  # the scan's automatic batch size on each device
+    batch = auto_batch_size(DEVICE)  # the scan's automatic batch size on each device
     log(f"{len(files)} files, {tpi:.2f} tiles/image; warm-up scan")
     wall, _ = run_gscan(folder, str(model_path), args.data / "warm.csv")  # warm the page cache for everyone
     log(f"warm-up scan {len(files) / wall:.1f} images/s")

@@ -88,7 +88,8 @@ class RowBuilder:
                        "threshold": threshold, "scan_settings": settings}
 
     def base(self, decoded: DecodedImage) -> dict:
-        return {"path": path_text(decoded.path), "sha256": decoded.sha256 or None,
+        """Every column of the schema, in its order; what is not known yet is None."""
+        return {**dict.fromkeys(COLUMNS), "path": path_text(decoded.path), "sha256": decoded.sha256 or None,
                 "file_size": decoded.file_size or None,
                 "file_mtime": mtime_text(decoded.mtime) if decoded.mtime else None, "width": decoded.width or None,
                 "height": decoded.height or None, "format": decoded.format or None,

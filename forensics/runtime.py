@@ -228,12 +228,14 @@ class Detector:
         return [out[:n] for out in binding.copy_outputs_to_cpu()]
 
 
-def load_detectors(models: list[str] | None, device: str = "auto") -> tuple[Detector, Detector | None]:
+def load_detectors(models: list[str] | None, device: str = "auto",
+                   companion: bool = True) -> tuple[Detector, Detector | None]:
     """The model that decides (binary when there is one) and the attribution model for its fakes, if any.
 
     No models: the shipped default and the companion its card names. One binary model: its companion too, when
     the card names one that is shipped. Two: one binary and one attribution model, in either order.
     """
+    with_companion = companion
     detectors = [Detector(resolve_model(m), device=device) for m in (models or [None])]
     if len(detectors) > 2:
         raise ModelError("give --model at most twice: a binary model and an attribution model")
@@ -245,7 +247,7 @@ def load_detectors(models: list[str] | None, device: str = "auto") -> tuple[Dete
     if len(detectors) == 1:
         main = detectors[0]
         companion = main.card.companion if main.card.task == "binary" else ""
-        if companion and companion in _model_files():
+        if with_companion and companion and companion in _model_files():
             return main, Detector(resolve_model(companion), device=device)
         return main, None
     return binary[0], attribution[0]

@@ -113,9 +113,8 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
     options = options.replace(skip=check_outputs(root, report, html, options.cam_dir))
     if resume and (report is None or is_stdout(report)):
         raise GscanError("--resume needs --report FILE: the report to resume")
-    detector, attributor = load_detectors(models, device)
-    if engine == "ray" and attributor is not None and len(models or []) < 2:
-        attributor = None  # a card's companion is a convenience of the local engine, not a requirement
+    # a card's companion is a convenience of the local engine, not a requirement: Ray does not load it
+    detector, attributor = load_detectors(models, device, companion=engine != "ray")
     chosen = choose_engine(engine, detector, attributor, options, resume, ray_address)
     with contextlib.ExitStack() as held:
         if report is not None and not is_stdout(report):

@@ -75,3 +75,22 @@ def test_failed_atomic_report_never_replaces_the_old_one(tmp_path: Path, suffix:
     assert path.read_bytes() == before
     partial = path.with_name(path.name + ".partial")
     assert partial.exists() and "a b" in partial.read_text()  # the new rows so far stay beside it
+
+
+def test_rows_carry_every_column_and_nothing_else(tmp_path):
+    """COLUMNS is the one schema: RowBuilder builds every column, and a writer refuses a key outside it."""
+    from forensics.images import DecodedImage
+    from forensics.rows import RowBuilder
+
+    class Stub:  # what RowBuilder reads from a Detector
+        sha256 = "0" * 64
+
+        class card:
+            name, task, classes, positive_index = "stub", "binary", ["real", "fake"], 1
+
+    row = RowBuilder(Stub(), 0.5, "s").error(DecodedImage(path=tmp_path / "x.png", error="broken"))
+    assert list(row) == COLUMNS
+    writer = ReportWriter(tmp_path / "r.jsonl")
+    with pytest.raises(ValueError, match="not in the report schema"):
+        writer.write([{**row, "surprise": 1}])
+    writer.close()
