@@ -278,6 +278,10 @@ def export_command(
                                                              "repeatable.")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", metavar=FLAG, help="Half-precision weights for the CUDA provider (input and "
                                                       "outputs stay float32); parity within 1% of the logits.")] = False,
+    int8_from: Annotated[Optional[Path], typer.Option("--int8", metavar="DIR",
+                                                      help="Also write NAME.int8.onnx for the CPU provider, "
+                                                           "calibrated on images of DIR (as gscan quantize).")
+                         ] = None,
 ) -> None:
     """Export a run to ONNX with its card; refuses unless ONNX Runtime matches PyTorch within 1e-4."""
     _train_side("gscan export")
@@ -285,11 +289,34 @@ def export_command(
     from forensics.training.export import export_run
 
     target = export_target(onnx_out)
+    if int8_from is not None and fp16:
+        raise GscanError("--int8 quantizes the fp32 export: give it without --fp16")
     card = export_run(run_dir, target, companion=companion, attach=_named_files(attach or []), fp16=fp16)
+    if int8_from is not None:
+        from forensics.training.quantize import quantize_exported
+
+        quantize_exported(target, int8_from)
+        out.print(escape(f"and its int8 variant for the CPU, {target.name[:-5]}.int8.onnx"), soft_wrap=True)
     parity = card.metrics["export"]
     out.print(escape(f"exported {target} ({card.precision}, sha256 {card.onnx_sha256[:16]}…, parity "
                      f"{parity.get('parity_max_abs_logits_fp16', parity['parity_max_abs_logits']):.1e})"),
               soft_wrap=True)
+
+
+@app.command("quantize")
+def quantize_command(
+    model: Annotated[Path, typer.Argument(help="Exported fp32 model (.onnx with its NAME.json beside it).")],
+    calibrate: Annotated[Path, typer.Option(metavar="DIR", help="Images to calibrate activations on (real ones "
+                                                                "and fakes, as the model will see them).")],
+    images: Annotated[int, typer.Option(min=1, help="Images drawn from DIR for calibration.")] = 64,
+) -> None:
+    """Write NAME.int8.onnx beside the model: int8 for the CPU provider, which a CPU scan of NAME then runs."""
+    _train_side("gscan quantize")
+    from forensics.training.quantize import quantize_exported
+
+    card = quantize_exported(model, calibrate, images)
+    out.print(escape(f"wrote the int8 variant of {model} ({card.metrics['int8']['calibration']}; sha256 "
+                     f"{card.onnx_sha256[:16]}…)"), soft_wrap=True)
 
 
 @app.command("attach")

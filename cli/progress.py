@@ -91,7 +91,7 @@ def print_summary(console: Console, result) -> None:
     table = Table(title="gscan summary", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    table.add_row("model", f"{d.card.name} (sha256 {d.sha256[:16]}…)")
+    table.add_row("model", f"{d.card.name}, {d.card.precision} (sha256 {d.sha256[:16]}…)")
     if result.attributor:
         a = result.attributor
         table.add_row("attribution", f"{a.card.name} (sha256 {a.sha256[:16]}…): {', '.join(a.card.classes)}")
@@ -111,8 +111,8 @@ def print_summary(console: Console, result) -> None:
 
 def print_models_json(console: Console, models) -> None:
     """Each model's path, whether it is shipped, its sha256 as its card states it, and the whole card."""
-    records = [{"name": m.card.name, "path": str(m.path), "shipped": m.shipped, "card": m.card.to_dict()}
-               for m in models]
+    records = [{"name": m.card.name, "path": str(m.path), "shipped": m.shipped,
+                "int8": str(m.int8) if m.int8 else None, "card": m.card.to_dict()} for m in models]
     console.out(json.dumps(records, indent=2), highlight=False)
 
 
@@ -129,7 +129,7 @@ def print_models(console: Console, models) -> None:
         else:
             quality = (f"val per-image accuracy {val.get('accuracy', float('nan')):.4f} as stored, "
                        f"{q75.get('accuracy', float('nan')):.4f} at JPEG q75")
-        where = "shipped" if m.shipped else f"yours: {m.path}"
+        where = ("shipped" if m.shipped else f"yours: {m.path}") + ("; int8 variant for the CPU" if m.int8 else "")
         console.print(escape(f"{c.name}  ({c.task}, {c.arch}, crop {c.tiling.crop}, up to {c.tiling.max_tiles} tiles; "
                              f"{where})"), style="bold", soft_wrap=True)
         console.print(escape(f"  classes: {', '.join(c.classes)}"), soft_wrap=True)

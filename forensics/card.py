@@ -151,7 +151,7 @@ def validate_card(d: dict[str, Any]) -> list[str]:
         problems.append("companion must be a model name (letters, digits, . _ -), never a path")
     if d.get("onnx_sha256") and not (isinstance(d["onnx_sha256"], str) and _SHA256.fullmatch(d["onnx_sha256"])):
         problems.append("onnx_sha256 must be 64 lowercase hex digits")
-    checks = {"precision": ("fp32", "fp16"), "front_end": ("rgb", "npr")}
+    checks = {"precision": ("fp32", "fp16", "int8"), "front_end": ("rgb", "npr")}
     problems += [f"{k} must be one of {', '.join(v)}" for k, v in checks.items() if d.get(k, v[0]) not in v]
     if not _int_in(d.get("stem_stride", 0), 0, 8):
         problems.append("stem_stride must be 0-8")

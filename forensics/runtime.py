@@ -44,13 +44,30 @@ def export_target(name_or_path: str) -> Path:
     return user_models_dir() / f"{name_or_path}.onnx"
 
 
+INT8_SUFFIX = ".int8.onnx"
+
+
+def int8_path(path: Path) -> Path:
+    """Where NAME.onnx's int8 variant for the CPU provider lives: NAME.int8.onnx beside it."""
+    return Path(path).with_name(Path(path).name[: -len(".onnx")] + INT8_SUFFIX)
+
+
 def _model_files() -> dict[str, Path]:
-    """Every model that --model NAME can name; a user model shadows a shipped one of the same name."""
+    """Every model that --model NAME can name; a user model shadows a shipped one of the same name. An int8
+    variant is not a model of its own: a CPU scan of NAME picks it (cpu_variant)."""
     found: dict[str, Path] = {}
     for folder in reversed(model_dirs()):
         if folder.is_dir():
-            found.update({p.stem: p for p in sorted(folder.glob("*.onnx"))})
+            found.update({p.stem: p for p in sorted(folder.glob("*.onnx")) if not p.name.endswith(INT8_SUFFIX)})
     return found
+
+
+def cpu_variant(path: Path, device: str) -> Path:
+    """NAME.int8.onnx instead of NAME.onnx when the scan runs on the CPU provider and the variant exists."""
+    variant = int8_path(path)
+    if variant.is_file() and "CUDAExecutionProvider" not in choose_providers(device):
+        return variant
+    return path
 
 
 def cuda_device_count() -> int:
@@ -125,6 +142,11 @@ class ModelInfo:
     @property
     def shipped(self) -> bool:
         return self.path.parent == SHIPPED_MODELS_DIR
+
+    @property
+    def int8(self) -> Path | None:
+        """The int8 variant a CPU scan runs instead, if there is one."""
+        return int8_path(self.path) if int8_path(self.path).is_file() else None
 
 
 def list_models() -> list[ModelInfo]:
@@ -228,6 +250,14 @@ class Detector:
         return [out[:n] for out in binding.copy_outputs_to_cpu()]
 
 
+def _by_name_or_path(model: str | None, device: str) -> Path:
+    """A model named (shipped or yours) runs as its int8 variant on the CPU when it has one; a file given by path
+    runs as given."""
+    path = resolve_model(model)
+    named = model is None or (Path(model).suffix != ".onnx" and not Path(model).is_file())
+    return cpu_variant(path, device) if named else path
+
+
 def load_detectors(models: list[str] | None, device: str = "auto",
                    companion: bool = True) -> tuple[Detector, Detector | None]:
     """The model that decides (binary when there is one) and the attribution model for its fakes, if any.
@@ -236,7 +266,7 @@ def load_detectors(models: list[str] | None, device: str = "auto",
     the card names one that is shipped. Two: one binary and one attribution model, in either order.
     """
     with_companion = companion
-    detectors = [Detector(resolve_model(m), device=device) for m in (models or [None])]
+    detectors = [Detector(_by_name_or_path(m, device), device=device) for m in (models or [None])]
     if len(detectors) > 2:
         raise ModelError("give --model at most twice: a binary model and an attribution model")
     binary = [d for d in detectors if d.card.task == "binary"]
@@ -248,6 +278,6 @@ def load_detectors(models: list[str] | None, device: str = "auto",
         main = detectors[0]
         companion = main.card.companion if main.card.task == "binary" else ""
         if with_companion and companion and companion in _model_files():
-            return main, Detector(resolve_model(companion), device=device)
+            return main, Detector(_by_name_or_path(companion, device), device=device)
         return main, None
     return binary[0], attribution[0]
