@@ -47,6 +47,8 @@ BYTES_PER_PIXEL_CAP = 4  # decoded bytes allowed per --max-pixels pixel: 16-bit 
 _BIG_DECODE = 256 * 1024 * 1024  # images that decode to more than this are decoded one at a time
 _big_decodes = threading.BoundedSemaphore(1)
 EXIF_ORIENTATION = 0x0112
+# non-blocking, so that opening a FIFO returns at once (fstat then refuses it); binary on Windows, which has no FIFOs
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 _STRIPE_PIXELS = 4_000_000
 
 _MAGIC = (
@@ -96,7 +98,7 @@ def _looks_like_image(path: Path) -> bool:
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return True
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
+        fd = os.open(path, _READ_FLAGS)  # never blocks on a FIFO
     except OSError:
         return False
     try:
@@ -313,7 +315,7 @@ def leaves_root(path: Path, root: Path, fd: int | None = None) -> bool:
 
 def _read_regular(path: Path, max_file_size: int, root: Path | None) -> tuple[bytes, os.stat_result] | str:
     """The file's bytes and stat, or why they were not read: never blocks on a FIFO or reads a device."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fd = os.open(path, _READ_FLAGS)
     try:
         st = os.fstat(fd)
         if root is not None and leaves_root(path, root, fd):

@@ -83,7 +83,8 @@ def temporary_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     fd, name = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=suffix)
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make heatmaps unreadable to the team that reads reports
+    if hasattr(os, "fchmod"):  # mkstemp's 0600 would make heatmaps unreadable to the team that reads reports
+        os.fchmod(fd, 0o666 & ~umask)
     return fd, name
 
 
