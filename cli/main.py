@@ -295,7 +295,7 @@ def export_command(
     if int8_from is not None:
         from forensics.training.quantize import quantize_exported
 
-        quantize_exported(target, int8_from)
+        quantize_exported(target, [int8_from])
         out.print(escape(f"and its int8 variant for the CPU, {target.name[:-5]}.int8.onnx"), soft_wrap=True)
     parity = card.metrics["export"]
     out.print(escape(f"exported {target} ({card.precision}, sha256 {card.onnx_sha256[:16]}…, parity "
@@ -306,8 +306,9 @@ def export_command(
 @app.command("quantize")
 def quantize_command(
     model: Annotated[Path, typer.Argument(help="Exported fp32 model (.onnx with its NAME.json beside it).")],
-    calibrate: Annotated[Path, typer.Option(metavar="DIR", help="Images to calibrate activations on (real ones "
-                                                                "and fakes, as the model will see them).")],
+    calibrate: Annotated[list[Path], typer.Option(metavar="DIR", help="Images to calibrate activations on (real "
+                                                                      "ones and fakes, as the model will see "
+                                                                      "them); repeatable.")],
     images: Annotated[int, typer.Option(min=1, help="Images drawn from DIR for calibration.")] = 64,
 ) -> None:
     """Write NAME.int8.onnx beside the model: int8 for the CPU provider, which a CPU scan of NAME then runs."""

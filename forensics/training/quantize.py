@@ -22,21 +22,21 @@ from ..runtime import Detector, int8_path, sha256_file
 CALIBRATION_BATCH = 16
 
 
-def calibration_tiles(detector: Detector, folder: Path, images: int, seed: int = 0) -> np.ndarray:
-    """Tiles of up to `images` files spread over folder (every source alike), cut as a scan cuts them."""
-    files = sorted(find_images(Path(folder)))
+def calibration_tiles(detector: Detector, folders: list[Path], images: int, seed: int = 0) -> np.ndarray:
+    """Tiles of up to `images` files drawn at random from the folders, cut as a scan cuts them."""
+    files = sorted(p for folder in folders for p in find_images(Path(folder)))
     if not files:
-        raise ModelError(f"no images to calibrate on in {folder}")
+        raise ModelError(f"no images to calibrate on in {', '.join(map(str, folders))}")
     rng = np.random.default_rng(seed)
     chosen = [files[i] for i in sorted(rng.choice(len(files), min(images, len(files)), replace=False))]
     tiles = [detector.preprocessing.tiles(d.pixels)[0] for d in map(decode_file, chosen) if d.ok]
     if not tiles:
-        raise ModelError(f"none of the images chosen from {folder} could be decoded")
+        raise ModelError("none of the images chosen for calibration could be decoded")
     out = np.concatenate(tiles)
     return out[: len(out) // CALIBRATION_BATCH * CALIBRATION_BATCH] if len(out) >= CALIBRATION_BATCH else out
 
 
-def quantize_exported(onnx_path: Path, calibration: Path, images: int = 64) -> ModelCard:
+def quantize_exported(onnx_path: Path, calibration: list[Path], images: int = 64) -> ModelCard:
     """Write NAME.int8.onnx and NAME.int8.json beside NAME.onnx; the card records how it was made."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -69,7 +69,8 @@ def quantize_exported(onnx_path: Path, calibration: Path, images: int = 64) -> M
     card.onnx_sha256 = ""
     card.metrics["int8"] = {"method": "ONNX Runtime static quantization: QDQ, per-channel int8 weights, "
                                       "symmetric int8 activations, MinMax calibration",
-                            "calibration": f"{len(tiles)} tiles of {images} images from {calibration}",
+                            "calibration": f"{len(tiles)} tiles of {images} images from "
+                                           f"{', '.join(map(str, calibration))}",
                             "fp32_sha256": detector.sha256}
     onnx.helper.set_model_props(proto, {CARD_METADATA_KEY: card.to_json()})
     tmp_out = out.with_suffix(".tmp")
