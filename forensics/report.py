@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
