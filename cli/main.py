@@ -278,6 +278,10 @@ def export_command(
                                                              "repeatable.")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", metavar=FLAG, help="Half-precision weights for the CUDA provider (input and "
                                                       "outputs stay float32); parity within 1% of the logits.")] = False,
+    first_tiles: Annotated[int, typer.Option(min=0, help="Adaptive tiling: score this many tiles first and the "
+                                                         "rest only near the threshold (0: every tile).")] = 0,
+    tile_margin: Annotated[float, typer.Option(min=0.0, help="With --first-tiles: the log-odds margin around the "
+                                                             "threshold's within which every tile is scored.")] = 3.0,
     int8_from: Annotated[Optional[Path], typer.Option("--int8", metavar="DIR",
                                                       help="Also write NAME.int8.onnx for the CPU provider, "
                                                            "calibrated on images of DIR (as gscan quantize).")
@@ -291,7 +295,8 @@ def export_command(
     target = export_target(onnx_out)
     if int8_from is not None and fp16:
         raise GscanError("--int8 quantizes the fp32 export: give it without --fp16")
-    card = export_run(run_dir, target, companion=companion, attach=_named_files(attach or []), fp16=fp16)
+    card = export_run(run_dir, target, companion=companion, attach=_named_files(attach or []), fp16=fp16,
+                      adaptive=(first_tiles, tile_margin) if first_tiles else None)
     if int8_from is not None:
         from forensics.training.quantize import quantize_exported
 

@@ -25,6 +25,10 @@ class TilingPolicy:
     crop: int = 224
     max_tiles: int = 9
     pad_value: float = 0.0  # in normalised units: the mean colour
+    # adaptive tiling: score the first `first_tiles` (spread over the image) and the rest only when the image's
+    # mean logit margin lies within `margin` of the threshold's; 0 scores every tile (binary models only)
+    first_tiles: int = 0
+    margin: float = 0.0
 
 
 @dataclass
@@ -135,10 +139,12 @@ def validate_card(d: dict[str, Any]) -> list[str]:
     elif d.get("task") == "binary" and classes is not None and set(classes) != {"real", "fake"}:
         problems.append("a binary card's classes are real and fake")
     tiling = d.get("tiling", {})
-    if not (isinstance(tiling, dict) and set(tiling) <= {"crop", "max_tiles", "pad_value"}
+    if not (isinstance(tiling, dict) and set(tiling) <= {"crop", "max_tiles", "pad_value", "first_tiles", "margin"}
             and _int_in(tiling.get("crop", 224), 8, 4096) and _int_in(tiling.get("max_tiles", 9), 1, 1024)
-            and _number(tiling.get("pad_value", 0.0))):
-        problems.append("tiling must hold crop 8-4096, max_tiles 1-1024 and a finite pad_value")
+            and _number(tiling.get("pad_value", 0.0)) and _int_in(tiling.get("first_tiles", 0), 0, 1024)
+            and _number(tiling.get("margin", 0.0)) and tiling.get("margin", 0.0) >= 0):
+        problems.append("tiling must hold crop 8-4096, max_tiles 1-1024, a finite pad_value, first_tiles 0-1024 "
+                        "and a margin of 0 or more")
     for key in ("mean", "std"):
         v = d.get(key, (0.5, 0.5, 0.5))
         if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(_number(x) for x in v)

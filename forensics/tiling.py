@@ -24,7 +24,12 @@ def tile_origins(height: int, width: int, policy: TilingPolicy) -> list[tuple[in
     x0 = _grid_offset(width, nx, crop)
     rows = np.unique(np.linspace(0, ny - 1, gy).round().astype(int))
     cols = np.unique(np.linspace(0, nx - 1, gx).round().astype(int))
-    return [(y0 + r * crop, x0 + c * crop) for r in rows for c in cols]
+    origins = [(y0 + r * crop, x0 + c * crop) for r in rows for c in cols]
+    first = getattr(policy, "first_tiles", 0)
+    if 0 < first < len(origins):  # adaptive tiling scores these first: spread them over the image
+        lead = sorted(set(np.linspace(0, len(origins) - 1, first + 2)[1:-1].round().astype(int).tolist()))
+        origins = [origins[i] for i in lead] + [o for i, o in enumerate(origins) if i not in lead]
+    return origins
 
 
 def _grid_offset(size: int, n: int, crop: int) -> int:

@@ -15,6 +15,7 @@ from forensics.card import CARD_METADATA_KEY, ModelCard
 from forensics.images import find_images
 from forensics.report import COLUMNS
 from forensics.runtime import sha256_file
+from forensics.synthetic import natural_image, save
 
 
 def test_train_writes_checkpoint_card_and_curves(tiny_run: Path):
@@ -169,3 +170,23 @@ def test_attach_evidence_to_an_exported_model(tiny_onnx, tmp_path):
     (tmp_path / "m.json").write_text((tmp_path / "m.json").read_text().replace(sha256_file(model), "0" * 64))
     result = invoke("attach", model, f"logo={evidence}", expect=2)
     assert "refusing" in result.output
+
+
+def test_adaptive_tiling_scores_the_rest_only_near_the_threshold(tiny_run: Path, tmp_path: Path):
+    """first_tiles from the card: with margin 0 every multi-tile image stops at its first tiles; with a margin
+    wider than any score, every tile is scored and the rows equal a full scan's."""
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "in"
+    for i in range(4):
+        save(natural_image(rng, 192, 192), folder / f"{i}.png")  # 9 tiles of 64 px each
+    rows = {}
+    for name, args in (("full", []), ("stop", ["--first-tiles", 2, "--tile-margin", 0]),
+                       ("wide", ["--first-tiles", 2, "--tile-margin", 1000])):
+        model = tmp_path / f"{name}.onnx"
+        invoke("export", tiny_run, "--out", model, *args)
+        invoke("dir", folder, "--model", model, "--report", tmp_path / f"{name}.jsonl")
+        rows[name] = {Path(r["path"]).name: r for r in read_report(tmp_path / f"{name}.jsonl")}
+    assert {r["tiles"] for r in rows["full"].values()} == {4}  # the tiny model's max_tiles
+    assert {r["tiles"] for r in rows["stop"].values()} == {2}
+    for key, row in rows["wide"].items():
+        assert row["tiles"] == 4 and abs(row["score"] - rows["full"][key]["score"]) < 1e-6

@@ -137,14 +137,13 @@ class BatchRunner:
             return
         items, self.pending, self.pending_tiles = self.pending, [], 0
         scored = [p for p in items if p.tiles is not None]
-        logits, cams, failure = None, None, None
+        outputs, failure = {}, None
         if scored:
             try:
-                logits, cams = self.detector.run([p.tiles for p in scored],
-                                                 with_cams=self.heatmaps.dir is not None)
+                outputs = self._infer(scored)
             except Exception as exc:  # e.g. out of memory on one batch: those rows say so, the scan goes on
                 failure = f"inference failed: {exc}"
-        rows, writes, fakes, start = [], [], [], 0
+        rows, writes, fakes = [], [], []
         for p in items:
             if p.reused is not None:
                 rows.append(p.reused)
@@ -153,17 +152,15 @@ class BatchRunner:
             elif failure:
                 rows.append(self.builder.error(p.decoded, failure))
             else:
-                n = len(p.tiles)
-                row, cls = self.builder.scored(p.decoded, logits[start:start + n])
+                logits, cams = outputs[id(p)]
+                row, cls = self.builder.scored(p.decoded, logits)
                 row.update(p.previews)
                 if self.attribution and row["label"] == "fake":
                     fakes.append((row, p.tiles if p.attribution_tiles is None else p.attribution_tiles))
                 if self.heatmaps.wanted(row):
-                    writes.append((row, self.heatmaps.start(row, p, cams[start:start + n, cls], cls,
-                                                            self.detector.card.classes)))
+                    writes.append((row, self.heatmaps.start(row, p, cams[:, cls], cls, self.detector.card.classes)))
                 rows.append(row)
                 p.decoded.pixels = None
-                start += n
         if self.attribution:
             try:
                 self.attribution.apply(fakes)
@@ -172,6 +169,38 @@ class BatchRunner:
                     row["notes"] = "; ".join(filter(None, [row["notes"], f"attribution failed: {exc}"]))
         self.waiting.append((rows, writes))
         self._release(block=len(self.waiting) > 2)
+
+    def _infer(self, scored: list[Prepared]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """Each item's tile logits (and maps). With the card's adaptive tiling, the first tiles of every image go
+        first, and the rest only for images whose mean logit margin lies within `margin` of the threshold's: the
+        others' verdicts stand on the first tiles (their rows' `tiles` say how many were scored)."""
+        with_cams = self.heatmaps.dir is not None
+        policy, card = self.detector.card.tiling, self.detector.card
+        first = policy.first_tiles if card.task == "binary" and policy.first_tiles else 0
+        parts = [p.tiles[:first] if first else p.tiles for p in scored]
+        logits, cams = self.detector.run(parts, with_cams=with_cams)
+        out, start = {}, 0
+        for p, part in zip(scored, parts):
+            n = len(part)
+            out[id(p)] = (logits[start:start + n], None if cams is None else cams[start:start + n])
+            start += n
+        if not first:
+            return out
+        boundary = float(np.log(self.builder.threshold / max(1e-12, 1.0 - self.builder.threshold)))
+        unsure = [p for p in scored if len(p.tiles) > first and abs(_margin(out[id(p)][0], card) - boundary)
+                  < policy.margin]
+        if unsure:
+            more, more_cams = self.detector.run([p.tiles[first:] for p in unsure], with_cams=with_cams)
+            start = 0
+            for p in unsure:
+                n = len(p.tiles) - first
+                l0, c0 = out[id(p)]
+                out[id(p)] = (np.concatenate([l0, more[start:start + n]]),
+                              None if c0 is None else np.concatenate([c0, more_cams[start:start + n]]))
+                start += n
+        for p in scored:  # heatmaps are drawn where tiles were scored
+            p.origins = p.origins[:len(out[id(p)][0])]
+        return out
 
     def _release(self, block: bool) -> None:
         """Hand finished batches to the sink in order. Heatmap PNGs are written on the pool while later batches
@@ -192,6 +221,12 @@ class BatchRunner:
         self.flush()
         while self.waiting:
             self._release(block=True)
+
+def _margin(tile_logits: np.ndarray, card) -> float:
+    """The image's mean logit difference, fake minus real: the log-odds its score comes from."""
+    mean = tile_logits.mean(axis=0)
+    return float(mean[card.positive_index] - mean[1 - card.positive_index])
+
 
 def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int):
     """pool.map that keeps at most `window` results in flight, so memory stays flat on huge folders."""

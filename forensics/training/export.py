@@ -121,10 +121,14 @@ def attach_metrics(card: ModelCard, files: dict[str, Path]) -> None:
 
 
 def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None = None,
-               companion: str = "", attach: dict[str, Path] | None = None, fp16: bool = False) -> ModelCard:
-    """Write OUT.onnx (card in its metadata) and OUT.json (card plus the file's sha256)."""
+               companion: str = "", attach: dict[str, Path] | None = None, fp16: bool = False,
+               adaptive: tuple[int, float] | None = None) -> ModelCard:
+    """Write OUT.onnx (card in its metadata) and OUT.json (card plus the file's sha256). adaptive: the tiling
+    policy's (first_tiles, margin), see TilingPolicy."""
     model, card = load_checkpoint(run_dir)
     card.companion = companion or card.companion
+    if adaptive is not None:
+        card.tiling.first_tiles, card.tiling.margin = adaptive
     attach_metrics(card, attach or {})
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
