@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -299,10 +300,16 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat
           (stat.S_ISSOCK, "a socket"))
 
 
+@functools.lru_cache(maxsize=16)
+def _real_root(root: str) -> str:
+    """The scanned root, resolved once per scan rather than once per file."""
+    return os.path.realpath(root)
+
+
 def leaves_root(path: Path, root: Path, fd: int | None = None) -> bool:
     """Whether path (through any symlink) ends outside root. With an open fd, the file actually opened is
     checked (Linux /proc), so a link swapped in after the check cannot redirect the read."""
-    real_root = os.path.realpath(root)
+    real_root = _real_root(os.fspath(root))
     target = None
     if fd is not None:
         try:
