@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from forensics.images import DEFAULT_MAX_PIXELS, decode_file, find_images  # noqa: E402
 from forensics.engines.local import auto_batch_size  # noqa: E402
-from forensics.runtime import Detector, resolve_model  # noqa: E402
+from forensics.scoring import score_images  # noqa: E402
+from forensics.runtime import Detector, _by_name_or_path, open_detector, resolve_model  # noqa: E402
 from forensics.tiling import Preprocessing, extract_tiles  # noqa: E402
 
 
@@ -158,9 +159,9 @@ def decode_tile_processes(files: list[Path], card, workers: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def tile_sample(files: list[Path], card, limit: int = 512) -> tuple[float, np.ndarray]:
-    """From about 100 of the files, spread evenly: the mean tiles per image, and the first `limit` or so of their
-    tiles (decoded ahead, for the model ceiling)."""
+def tile_sample(files: list[Path], card, limit: int = 512) -> tuple[float, list[np.ndarray]]:
+    """From about 100 of the files, spread evenly: the mean tiles per image, and the tiles of the first images
+    up to about `limit` tiles, per image (decoded ahead, for the model ceiling)."""
     counts, tiles = [], []
     for f in files[:: max(1, len(files) // 100)]:
         d = decode_file(f)
@@ -168,19 +169,26 @@ def tile_sample(files: list[Path], card, limit: int = 512) -> tuple[float, np.nd
         counts.append(len(cut))
         if sum(map(len, tiles)) < limit:
             tiles.append(cut)
-    return float(np.mean(counts)), np.concatenate(tiles)
+    return float(np.mean(counts)), tiles
 
 
-def model_ceiling(detector: Detector, tiles: np.ndarray, tiles_per_img: float, batch: int,
-                  seconds: float = 8.0) -> float:
-    """ONNX Runtime alone on pre-decoded tiles, batch by batch as the scan sends them, in images/s."""
-    detector.run(tiles[:batch])
+def model_ceiling(detector: Detector, images: list[np.ndarray], batch: int, seconds: float = 8.0) -> float:
+    """ONNX Runtime alone on pre-decoded tiles, whole images per call up to `batch` tiles as the scan sends them,
+    under the card's policies as the scan applies them (forensics/scoring.py), in images/s."""
+    groups, group = [], []
+    for tiles in images:
+        if group and sum(map(len, group)) + len(tiles) > batch:
+            groups.append(group)
+            group = []
+        group.append(tiles)
+    groups.append(group)
+    threshold = detector.card.threshold
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        for i in range(0, len(tiles) - batch + 1, batch):
-            detector.run(tiles[i:i + batch])
-            n += batch
-    return n / (time.perf_counter() - start) / tiles_per_img
+        for group in groups:
+            score_images(detector, group, threshold)
+            n += len(group)
+    return n / (time.perf_counter() - start)
 
 
 class _TiledFiles:
@@ -234,23 +242,31 @@ def throughput_table(args) -> dict:
     """The machine is noisy: gscan and the model ceiling are measured in turn, `rounds` times, best of each."""
     folder = repeated(make_images(args.data / f"bench-{args.images}", args.images), args.repeat)
     files = sorted(find_images(folder))
-    model_path = resolve_model(args.model)
-    detector = Detector(model_path, device=DEVICE)
+    # the model the scan runs: a named model on the CPU runs as its int8 variant when it has one
+    model_path = _by_name_or_path(args.model, DEVICE)
+    detector = open_detector(model_path, device=DEVICE)
+    model_arg = args.model or resolve_model(None).stem
     cores = os.cpu_count() or 1
     tpi, tiles = tile_sample(files, detector.card)
     batch = auto_batch_size(DEVICE)  # the scan's automatic batch size on each device
-    log(f"{len(files)} files, {tpi:.2f} tiles/image; warm-up scan")
-    wall, _ = run_gscan(folder, str(model_path), args.data / "warm.csv")  # warm the page cache for everyone
+    log(f"{len(files)} files, {tpi:.2f} tiles/image, {model_path.name}; warm-up scan")
+    wall, _ = run_gscan(folder, model_arg, args.data / "warm.csv")  # warm the page cache for everyone
     log(f"warm-up scan {len(files) / wall:.1f} images/s")
-    results = {"images": len(files), "cores": cores, "model": detector.card.name, "tiles_per_image": tpi}
-    gscan_walls, rss, ceilings = [], [], []
+    results = {"images": len(files), "cores": cores, "model": model_path.name, "tiles_per_image": tpi}
+    gscan_walls, rss, ceilings, before = [], [], [], []
     for _ in range(args.rounds):
-        ceilings.append(model_ceiling(detector, tiles, tpi, batch))
+        ceilings.append(model_ceiling(detector, tiles, batch))
         log(f"model ceiling {ceilings[-1]:.1f} images/s")
-        wall, peak = run_gscan(folder, str(model_path), args.data / "gscan.csv")
+        wall, peak = run_gscan(folder, model_arg, args.data / "gscan.csv")
         gscan_walls.append(wall)
         rss.append(peak)
         log(f"gscan {len(files) / wall:.1f} images/s, peak RSS {peak:.0f} MB")
+        if args.before:
+            before.append(len(files) / run_gscan(folder, str(args.before), args.data / "before.csv")[0])
+            log(f"gscan with {args.before.name} as given {before[-1]:.1f} images/s")
+    if before:
+        results["gscan_before_runs"], results["gscan_before"] = before, max(before)
+        results["before_model"] = args.before.name
     results["gscan_runs"] = [len(files) / w for w in gscan_walls]
     results["model_ceiling_runs"] = ceilings
     results["gscan"] = max(results["gscan_runs"])
@@ -262,7 +278,7 @@ def throughput_table(args) -> dict:
     results["decode_tile_threads"] = decode_tile_threads(files, detector.card, max(1, cores - 1))
     if args.processes:
         results["decode_tile_processes"] = decode_tile_processes(files, detector.card, max(1, cores - 1))
-        wall, _ = run_gscan(folder, str(model_path), args.data / "gscan-processes.csv", ["--decode", "processes"])
+        wall, _ = run_gscan(folder, model_arg, args.data / "gscan-processes.csv", ["--decode", "processes"])
         results["gscan_processes"] = len(files) / wall
         log(f"gscan --decode processes {results['gscan_processes']:.1f} images/s")
     results["model_ceiling"] = max(ceilings)
@@ -314,6 +330,7 @@ def cam_overhead(args, rounds: int = 2) -> dict:
 
 
 TABLE_ROWS = (("baseline", "baseline (PyTorch eager + DataLoader)"), ("gscan", "gscan dir, end to end"),
+              ("gscan_before", "gscan dir, the `--before` model as given (fp32, every tile)"),
               ("decode_ceiling", "decode ceiling (every core, processes)"),
               ("model_ceiling", "model ceiling (ONNX Runtime on pre-cut tiles)"),
               ("decode_tile_threads", "decode + tile on the scan's threads (diagnostic)"),
@@ -330,6 +347,9 @@ def table_lines(result: dict) -> list[str]:
     lines += ["", (f"gscan / baseline **{ratio:.2f}x**, " if ratio == ratio else "") +
               f"gscan / min(ceilings) **{result['gscan_over_min_ceiling']:.0%}**, gscan / decode ceiling "
               f"{result['gscan'] / result['decode_ceiling']:.0%}, gscan peak RSS {result['gscan_peak_rss_mb']:.0f} MB."]
+    if "gscan_before" in result:
+        lines += ["", f"gscan / the same model as before ({result['before_model']}, fp32, every tile) "
+                      f"**{result['gscan'] / result['gscan_before']:.2f}x**."]
     if len(result.get("gscan_runs", [])) > 1:
         runs = ", ".join(f"{g:.1f} / {m:.1f}" for g, m in zip(result["gscan_runs"], result["model_ceiling_runs"]))
         mean = np.mean(result["gscan_runs"]) / np.mean(result["model_ceiling_runs"])
@@ -369,8 +389,8 @@ def batch_sweep(args) -> dict:
     detector = Detector(resolve_model(args.model), device=DEVICE)
     tiles_per_img, tiles = tile_sample(sorted(find_images(folder)), detector.card, limit=1024)
     out = {"device": detector.device, "tiles_per_image": tiles_per_img}
-    for batch in (b for b in (16, 32, 64, 128, 256, 512) if b <= len(tiles)):
-        out[f"batch_{batch}"] = model_ceiling(detector, tiles, tiles_per_img, batch, seconds=4.0)
+    for batch in (b for b in (16, 32, 64, 128, 256, 512) if b <= sum(map(len, tiles))):
+        out[f"batch_{batch}"] = model_ceiling(detector, tiles, batch, seconds=4.0)
         log(f"batch {batch:3d}: model ceiling {out[f'batch_{batch}']:.1f} images/s")
     return out
 
@@ -391,6 +411,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="scan the images this many times over (hard links)")
     parser.add_argument("--rounds", type=int, default=2, help="gscan and model-ceiling runs, in turn; best of each")
     parser.add_argument("--docs", action="store_true", help="write the table into docs/RESULTS.md")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="also scan with this .onnx as given (fp32, every tile), in the same rounds")
     parser.add_argument("--skip-baseline", action="store_true", help="no PyTorch baseline (a GPU box without torch)")
     args = parser.parse_args()
     global DEVICE, SKIP_BASELINE

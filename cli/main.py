@@ -314,14 +314,20 @@ def quantize_command(
     calibrate: Annotated[list[Path], typer.Option(metavar="DIR", help="Images to calibrate activations on (real "
                                                                       "ones and fakes, as the model will see "
                                                                       "them); repeatable.")],
-    images: Annotated[int, typer.Option(min=1, help="Images drawn from DIR for calibration.")] = 64,
+    images: Annotated[int, typer.Option(min=1, help="Images drawn from DIR for calibration.")] = 160,
+    rescore_margin: Annotated[float | None, typer.Option(
+        min=0, help="Log-odds from the threshold within which the fp32 model scores again; default: the largest "
+                    "int8 error on the calibration images; 0: int8 alone.")] = None,
 ) -> None:
-    """Write NAME.int8.onnx beside the model: int8 for the CPU provider, which a CPU scan of NAME then runs."""
+    """Write NAME.int8.onnx beside the model: int8 for the CPU provider, which a CPU scan of NAME then runs,
+    with the fp32 model answering for the images near the threshold."""
     _train_side("gscan quantize")
     from forensics.training.quantize import quantize_exported
 
-    card = quantize_exported(model, calibrate, images)
-    out.print(escape(f"wrote the int8 variant of {model} ({card.metrics['int8']['calibration']}; sha256 "
+    card = quantize_exported(model, calibrate, images, rescore_margin)
+    error = card.metrics["int8"]["log_odds_error"]
+    out.print(escape(f"wrote the int8 variant of {model} ({card.metrics['int8']['calibration']}; largest int8 "
+                     f"error {error['max']:.2f} log-odds, rescore margin {card.rescore_margin:g}; sha256 "
                      f"{card.onnx_sha256[:16]}…)"), soft_wrap=True)
 
 

@@ -55,6 +55,9 @@ class ModelCard:
     precision: str = "fp32"  # of the exported weights; fp16 models keep float32 input and outputs
     front_end: str = "rgb"  # fixed transform inside the network before its first convolution (e.g. npr)
     stem_stride: int = 0  # stride of the first convolution; 0: the architecture's own
+    # int8 variants: images whose mean log-odds lie within this of the threshold's are scored again by the fp32
+    # model they were quantized from (NAME.onnx beside NAME.int8.onnx), so int8 error cannot flip a verdict
+    rescore_margin: float = 0.0
     schema_version: int = CARD_SCHEMA_VERSION
 
     @property
@@ -161,6 +164,11 @@ def validate_card(d: dict[str, Any]) -> list[str]:
     problems += [f"{k} must be one of {', '.join(v)}" for k, v in checks.items() if d.get(k, v[0]) not in v]
     if not _int_in(d.get("stem_stride", 0), 0, 8):
         problems.append("stem_stride must be 0-8")
+    margin = d.get("rescore_margin", 0.0)
+    if not (_number(margin) and 0 <= margin <= 100):
+        problems.append("rescore_margin must be a number from 0 to 100 (log-odds)")
+    elif margin and d.get("precision") != "int8":
+        problems.append("only an int8 variant has a rescore_margin (the fp32 model it falls back to)")
     for key, kind in (("metrics", dict), ("training", dict), ("notes", list), ("threshold_method", str),
                       ("created", str), ("gscan_version", str), ("heatmap", str)):
         if key in d and not isinstance(d[key], kind):

@@ -170,6 +170,9 @@ class Detector:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = intra_threads
+        # ORT's pool threads spin between ops by default, taking the cores a scan's decode threads need: off, a
+        # scan on 2 cores ran 94-99 images/s instead of 68-74 (docs/RESULTS.md, "Scan throughput (cpu)")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         expected = self._expected_sha256()  # before ONNX Runtime parses a byte of a swapped file
         requested = choose_providers(device)
         try:
@@ -183,6 +186,7 @@ class Detector:
         self.card = self._read_card()
         self.card.onnx_sha256 = expected or self.sha256
         self._staging: np.ndarray | None = None  # CUDA input batches are assembled here
+        self.exact: Detector | None = None  # an int8 variant's fp32 model, for images near the threshold
 
     def _read_card(self) -> ModelCard:
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -258,6 +262,29 @@ def _by_name_or_path(model: str | None, device: str) -> Path:
     return cpu_variant(path, device) if named else path
 
 
+def open_detector(path: Path, device: str = "auto", intra_threads: int = 0) -> Detector:
+    """A Detector; an int8 variant whose card has a rescore_margin comes with the fp32 model it was quantized
+    from (NAME.onnx beside it, the sha256 its card names), which scores the images near the threshold again."""
+    detector = Detector(path, device=device, intra_threads=intra_threads)
+    if detector.card.rescore_margin > 0:
+        detector.exact = _exact_model(detector, device, intra_threads)
+    return detector
+
+
+def _exact_model(variant: Detector, device: str, intra_threads: int) -> Detector:
+    name = variant.path.name
+    fp32 = variant.path.with_name(name[: -len(INT8_SUFFIX)] + ".onnx") if name.endswith(INT8_SUFFIX) else None
+    if fp32 is None or not fp32.is_file():
+        raise ModelError(f"{name} re-scores images near its threshold with its fp32 model, but there is no "
+                         f"{fp32.name if fp32 else 'NAME.onnx for a file not named NAME.int8.onnx'} beside it")
+    exact = Detector(fp32, device=device, intra_threads=intra_threads)
+    expected = variant.card.metrics.get("int8", {}).get("fp32_sha256", "")
+    if exact.sha256 != expected:
+        raise ModelError(f"{name} was quantized from a model with sha256 {expected[:16]}..., but {fp32.name} "
+                         f"has {exact.sha256[:16]}...: the pair does not belong together")
+    return exact
+
+
 def load_detectors(models: list[str] | None, device: str = "auto",
                    companion: bool = True) -> tuple[Detector, Detector | None]:
     """The model that decides (binary when there is one) and the attribution model for its fakes, if any.
@@ -266,7 +293,7 @@ def load_detectors(models: list[str] | None, device: str = "auto",
     the card names one that is shipped. Two: one binary and one attribution model, in either order.
     """
     with_companion = companion
-    detectors = [Detector(_by_name_or_path(m, device), device=device) for m in (models or [None])]
+    detectors = [open_detector(_by_name_or_path(m, device), device=device) for m in (models or [None])]
     if len(detectors) > 2:
         raise ModelError("give --model at most twice: a binary model and an attribution model")
     binary = [d for d in detectors if d.card.task == "binary"]
@@ -278,6 +305,6 @@ def load_detectors(models: list[str] | None, device: str = "auto",
         main = detectors[0]
         companion = main.card.companion if main.card.task == "binary" else ""
         if with_companion and companion and companion in _model_files():
-            return main, Detector(_by_name_or_path(companion, device), device=device)
+            return main, open_detector(_by_name_or_path(companion, device), device=device)
         return main, None
     return binary[0], attribution[0]

@@ -328,7 +328,8 @@ def _with_card(tiny_onnx: Path, out: Path, **changes) -> Path:
                                      {"threshold": -1}, {"tiling": {"crop": -1, "max_tiles": 4}},
                                      {"tiling": {"crop": 100000, "max_tiles": 4}}, {"mean": [0.5, 0.5]},
                                      {"std": [0.0, 1.0, 1.0]}, {"name": "x" * 1_000_000},
-                                     {"companion": "../../../../elsewhere/x"}, {"schema_version": 99}])
+                                     {"companion": "../../../../elsewhere/x"}, {"schema_version": 99},
+                                     {"rescore_margin": 2.0}, {"precision": "int8", "rescore_margin": -1}])
 def test_hostile_cards_are_refused(tiny_onnx: Path, tmp_path: Path, changes: dict):
     model = _with_card(tiny_onnx, tmp_path / "hostile.onnx", **changes)
     (tmp_path / "in").mkdir()

@@ -19,6 +19,7 @@ from ..decode_pool import ProcessDecoder, TileSpec
 from ..html import previews
 from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
+from ..scoring import RESCORED_NOTE, score_images
 from ..rows import RowBuilder, RowSink, ScanSummary, image_probabilities
 from ..runtime import Detector
 
@@ -171,35 +172,16 @@ class BatchRunner:
         self._release(block=len(self.waiting) > 2)
 
     def _infer(self, scored: list[Prepared]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
-        """Each item's tile logits (and maps). With the card's adaptive tiling, the first tiles of every image go
-        first, and the rest only for images whose mean logit margin lies within `margin` of the threshold's: the
-        others' verdicts stand on the first tiles (their rows' `tiles` say how many were scored)."""
-        with_cams = self.heatmaps.dir is not None
-        policy, card = self.detector.card.tiling, self.detector.card
-        first = policy.first_tiles if card.task == "binary" and policy.first_tiles else 0
-        parts = [p.tiles[:first] if first else p.tiles for p in scored]
-        logits, cams = self.detector.run(parts, with_cams=with_cams)
-        out, start = {}, 0
-        for p, part in zip(scored, parts):
-            n = len(part)
-            out[id(p)] = (logits[start:start + n], None if cams is None else cams[start:start + n])
-            start += n
-        if not first:
-            return out
-        boundary = float(np.log(self.builder.threshold / max(1e-12, 1.0 - self.builder.threshold)))
-        unsure = [p for p in scored if len(p.tiles) > first and abs(_margin(out[id(p)][0], card) - boundary)
-                  < policy.margin]
-        if unsure:
-            more, more_cams = self.detector.run([p.tiles[first:] for p in unsure], with_cams=with_cams)
-            start = 0
-            for p in unsure:
-                n = len(p.tiles) - first
-                l0, c0 = out[id(p)]
-                out[id(p)] = (np.concatenate([l0, more[start:start + n]]),
-                              None if c0 is None else np.concatenate([c0, more_cams[start:start + n]]))
-                start += n
-        for p in scored:  # heatmaps are drawn where tiles were scored
-            p.origins = p.origins[:len(out[id(p)][0])]
+        """Each item's tile logits (and maps), under the card's policies (forensics/scoring.py); a row's `tiles`
+        says how many were scored, and its heatmap is drawn where they were."""
+        results = score_images(self.detector, [p.tiles for p in scored], self.builder.threshold,
+                               with_cams=self.heatmaps.dir is not None)
+        out = {}
+        for p, result in zip(scored, results):
+            out[id(p)] = (result.logits, result.cams)
+            p.origins = p.origins[:len(result.logits)]
+            if result.rescored:
+                p.decoded.notes.append(RESCORED_NOTE)
         return out
 
     def _release(self, block: bool) -> None:
@@ -221,12 +203,6 @@ class BatchRunner:
         self.flush()
         while self.waiting:
             self._release(block=True)
-
-def _margin(tile_logits: np.ndarray, card) -> float:
-    """The image's mean logit difference, fake minus real: the log-odds its score comes from."""
-    mean = tile_logits.mean(axis=0)
-    return float(mean[card.positive_index] - mean[1 - card.positive_index])
-
 
 def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int):
     """pool.map that keeps at most `window` results in flight, so memory stays flat on huge folders."""

@@ -21,6 +21,7 @@ from ..extras import require_extra
 from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
 from ..rows import RowBuilder, RowSink, ScanSummary
+from ..scoring import RESCORED_NOTE, score_images
 from ..runtime import Detector
 from ..text import path_text
 from ..tiling import Preprocessing
@@ -63,9 +64,9 @@ class ScanActor:
     """Holds one ONNX Runtime session (one intra-op thread) and turns decoded batches into report rows."""
 
     def __init__(self, model_path: str, device: str, threshold: float, settings: str):
-        from ..runtime import Detector
+        from ..runtime import open_detector
 
-        self.detector = Detector(Path(model_path), device=device, intra_threads=1)
+        self.detector = open_detector(Path(model_path), device=device, intra_threads=1)
         if device == "cuda" and "CUDAExecutionProvider" not in self.detector.session.get_providers():
             raise GscanError("CUDA was asked for but this actor's ONNX Runtime session has no CUDA provider")
         self.builder = RowBuilder(self.detector, threshold, settings)
@@ -78,16 +79,16 @@ class ScanActor:
                 chunks.append(self.preprocessing.normalise(batch["tiles"][i][:n], int(batch["height"][i]),
                                                            int(batch["width"][i])))
                 owners.append(i)
-        logits = self.detector.run(np.concatenate(chunks))[0] if chunks else None
-        rows, start = [], 0
+        results = dict(zip(owners, score_images(self.detector, chunks, self.builder.threshold)))
+        rows = []
         for i in range(len(batch["path"])):
             decoded = DecodedImage(path=Path(os.fsdecode(batch["path"][i])),
                                    notes=[x for x in str(batch["notes"][i]).split("\n") if x],
                                    **{k: _plain(batch[k][i]) for k in FACT_FIELDS})
-            if i in owners:
-                n = int(batch["n_tiles"][i])
-                rows.append(self.builder.scored(decoded, logits[start:start + n])[0])
-                start += n
+            if i in results:
+                if results[i].rescored:
+                    decoded.notes.append(RESCORED_NOTE)
+                rows.append(self.builder.scored(decoded, results[i].logits)[0])
             else:
                 rows.append(self.builder.error(decoded))
         return {"row": rows}

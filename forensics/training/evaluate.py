@@ -19,7 +19,9 @@ from ..tiling import extract_tiles
 from .data import Sample
 from .plots import pyplot
 
-Predict = Callable[[np.ndarray], np.ndarray]  # N x 3 x H x W float32 tiles -> N x C logits
+# per image, N x 3 x H x W float32 tiles -> the logits of the tiles scored (all of them, or fewer under a card's
+# adaptive tiling)
+Predict = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def _tiles_for(sample: Sample, card: ModelCard, perturb: Perturbation | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -39,12 +41,8 @@ def score_samples(samples: list[Sample], predict: Predict, card: ModelCard, pert
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
-        tiles = np.concatenate([t for _, t in pending])
-        logits = predict(tiles)
-        start = 0
-        for index, t in pending:
-            probs[index] = softmax(logits[start:start + len(t)].mean(axis=0, keepdims=True))[0]
-            start += len(t)
+        for (index, _), logits in zip(pending, predict([t for _, t in pending])):
+            probs[index] = softmax(logits.mean(axis=0, keepdims=True))[0]
         pending.clear()
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -222,16 +220,20 @@ def plot_confusion(cm: list[list[int]], classes: list[str], path: Path, title: s
 
 
 def load_predictor(model: str) -> tuple[Predict, ModelCard, str]:
-    """A checkpoint folder (PyTorch) or an exported model (name or .onnx file, ONNX Runtime)."""
+    """A checkpoint folder (PyTorch) or an exported model (name or .onnx file, ONNX Runtime, scored as a scan
+    scores it: the card's adaptive tiling, and for an int8 variant the fp32 model near the threshold)."""
     if Path(model).is_dir():
         from .models import checkpoint_predictor, load_checkpoint
 
         net, card = load_checkpoint(Path(model))
         return checkpoint_predictor(net), card, str(model)
-    from ..runtime import Detector, resolve_model
+    from ..runtime import open_detector, resolve_model
+    from ..scoring import score_images
 
-    detector = Detector(resolve_model(model), device="cpu")
-    return (lambda tiles: detector.run(tiles)[0]), detector.card, str(detector.path)
+    detector = open_detector(resolve_model(model), device="cpu")
+    threshold = detector.card.threshold
+    return ((lambda parts: [s.logits for s in score_images(detector, parts, threshold)]), detector.card,
+            str(detector.path))
 
 
 def evaluate_model(data_dir: Path, model: str, perturb: str | None = None, out_dir: Path | None = None,

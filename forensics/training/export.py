@@ -17,6 +17,7 @@ from ..images import decode_file, find_images
 from ..runtime import sha256_file
 from ..tiling import extract_tiles
 from .models import load_checkpoint
+from .static_pads import fold_dynamic_pads
 
 PARITY_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 1e-2
@@ -137,7 +138,7 @@ def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None =
     card.name = out_path.stem
     wrapped = LogitsAndFeatures(model).eval()
     card.heatmap = "cams" if wrapped.with_cams else ""
-    proto = onnx.load_from_string(_onnx_bytes(wrapped, card.tiling.crop))
+    proto, folded = fold_dynamic_pads(onnx.load_from_string(_onnx_bytes(wrapped, card.tiling.crop)), card.tiling.crop)
     inputs = _parity_inputs(card, _parity_images(card, list(parity_images or [])))
     card.onnx_sha256 = ""
     onnx.helper.set_model_props(proto, {CARD_METADATA_KEY: card.to_json()})
@@ -145,6 +146,7 @@ def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None =
     onnx.save(proto, str(tmp))
     try:
         card.metrics.setdefault("export", {})["parity_max_abs_logits"] = check_parity(model, tmp, inputs)
+        card.metrics["export"]["static_pads"] = folded
         if fp16:
             proto = to_fp16(proto)
             onnx.save(proto, str(tmp))
@@ -165,7 +167,30 @@ def export_run(run_dir: Path, out_path: Path, parity_images: list[Path] | None =
 def attach_to_exported(onnx_path: Path, attach: dict[str, Path]) -> ModelCard:
     """Store measured evidence in an exported model's card (its metadata and NAME.json) without re-exporting:
     the graph and weights are kept as they are, the file's sha256 changes and NAME.json names the new one."""
-    onnx_path = Path(onnx_path)
+    return _rewrite_exported(Path(onnx_path), lambda proto, card: (proto, attach_metrics(card, attach))[0])
+
+
+def fold_exported(onnx_path: Path) -> ModelCard:
+    """Fold an earlier export's size-dependent pads into constants (static_pads.py): the same function, checked on
+    random tiles to 1e-4 against the file as it was; the card is kept, the sha256 renewed."""
+    import onnxruntime as ort
+
+    def fold(proto: onnx.ModelProto, card: ModelCard) -> onnx.ModelProto:
+        folded, count = fold_dynamic_pads(proto, card.tiling.crop)
+        tiles = np.random.default_rng(0).standard_normal((4, 3, card.tiling.crop, card.tiling.crop)).astype(np.float32)
+        before, after = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                         .run(["logits"], {"input": tiles})[0] for m in (proto, folded))
+        diff = float(np.abs(before - after).max())
+        if not diff <= PARITY_TOLERANCE:
+            raise ModelError(f"folding the pads changed the logits by {diff:.2e}: not written")
+        card.metrics.setdefault("export", {})["static_pads"] = count
+        return folded
+
+    return _rewrite_exported(Path(onnx_path), fold)
+
+
+def _rewrite_exported(onnx_path: Path, change) -> ModelCard:
+    """Load an exported model and its card, apply change(proto, card) -> proto, write both back, sha256 renewed."""
     try:
         proto = onnx.load(str(onnx_path))
     except Exception as exc:  # onnx raises its own types for unreadable files
@@ -177,7 +202,7 @@ def attach_to_exported(onnx_path: Path, attach: dict[str, Path]) -> ModelCard:
     if side.is_file() and ModelCard.load(side).onnx_sha256 not in ("", sha256_file(onnx_path)):
         raise ModelError(f"{onnx_path.name} is not the file its card {side.name} names: refusing to re-sign it")
     card = ModelCard.from_json(props[CARD_METADATA_KEY])
-    attach_metrics(card, attach)
+    proto = change(proto, card)
     card.onnx_sha256 = ""
     onnx.helper.set_model_props(proto, {**props, CARD_METADATA_KEY: card.to_json()})
     tmp = onnx_path.with_suffix(".onnx.tmp")

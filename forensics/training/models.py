@@ -6,6 +6,7 @@ import os
 
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from safetensors.torch import load_file, save_file
@@ -116,10 +117,12 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def checkpoint_predictor(model: torch.nn.Module):
-    """tiles (N x 3 x H x W float32) -> logits, for a PyTorch model: how training and evaluation score tiles."""
-    def predict(tiles):
+    """Per image, tiles (N x 3 x H x W float32) -> their logits, for a PyTorch model: how training and evaluation
+    score tiles (every tile: adaptive tiling and int8 are policies of exported models)."""
+    def predict(parts: list[np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode():
-            return model(channels_last(torch.from_numpy(tiles))).float().numpy()
+            logits = model(channels_last(torch.from_numpy(np.concatenate(parts)))).float().numpy()
+        return np.split(logits, np.cumsum([len(p) for p in parts])[:-1])
     return predict
 
 
