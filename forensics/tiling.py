@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -105,6 +105,13 @@ class Preprocessing:
     def normalise(self, patches: np.ndarray, height: int, width: int) -> np.ndarray:
         """The second half of tiles()."""
         return normalise_patches(patches, height, width, self.policy, self.mean, self.std)
+
+    def cuts_like(self, other: "Preprocessing") -> bool:
+        """The same tiles, normalised alike, as `other`; adaptive tiling's first_tiles and margin only say which
+        of them are scored first, so two models that differ there can share one image's tiles."""
+        def tile_set(p: "Preprocessing") -> tuple:
+            return (replace(p.policy, first_tiles=0, margin=0.0), p.mean, p.std)
+        return tile_set(self) == tile_set(other)
 
     @property
     def slot_shape(self) -> tuple[int, int, int, int]:

@@ -100,3 +100,27 @@ def test_workers_that_keep_dying_stop_the_scan_with_a_clear_error(tiny_onnx: Pat
             decoder._count_death()
         with pytest.raises(GscanError, match="--decode threads"):
             decoder._count_death()
+
+
+def test_models_that_differ_only_in_adaptive_tiling_share_tiles():
+    from dataclasses import replace
+
+    from forensics.card import TilingPolicy
+
+    base = Preprocessing(TilingPolicy(crop=64, max_tiles=9), (0.5,) * 3, (0.5,) * 3)
+    adaptive = replace(base, policy=replace(base.policy, first_tiles=4, margin=6.0))
+    assert adaptive.cuts_like(base) and base.cuts_like(adaptive) and adaptive != base
+    assert not replace(base, policy=replace(base.policy, max_tiles=4)).cuts_like(base)
+    assert not replace(base, mean=(0.4, 0.5, 0.5)).cuts_like(base)
+
+
+def test_the_shipped_detector_and_its_companion_scan_on_processes(tmp_path: Path):
+    """The shipped card tiles adaptively and its attribution companion does not: on processes, the same rows,
+    generators included, as on threads."""
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    rows = {}
+    for decode in ("threads", "processes"):
+        invoke("dir", samples, "--decode", decode, "--report", tmp_path / f"{decode}.jsonl", "--device", "cpu")
+        rows[decode] = stable(read_rows(tmp_path / f"{decode}.jsonl"))
+    assert rows["threads"] == rows["processes"]
+    assert any(r["generator"] for r in rows["processes"]) and any(r["tiles"] == 4 for r in rows["processes"])

@@ -59,7 +59,7 @@ def prepare(path: Path, detector: Detector, options: ScanOptions, attributor: De
         tiles, origins = detector.preprocessing.tiles(decoded.pixels)
         shown = previews(decoded.pixels, decoded.orientation) if options.previews else {}
         extra = None
-        if attributor is not None and attributor.preprocessing != detector.preprocessing:
+        if attributor is not None and not attributor.preprocessing.cuts_like(detector.preprocessing):
             extra = attributor.preprocessing.tiles(decoded.pixels)[0]
         if not options.wants_cams():
             decoded.pixels = None
@@ -226,7 +226,7 @@ class LocalEngine:
         if options.decode == Decode.processes:
             # tiles come back through shared memory: no pixels for heatmaps or thumbnails, one preprocessing
             self.supports = {"resume"} | ({"attribution"} if attributor is None
-                                          or attributor.preprocessing == detector.preprocessing else set())
+                                          or attributor.preprocessing.cuts_like(detector.preprocessing) else set())
 
     def scan(self, paths: Iterable[Path], sink: RowSink, reuse: Reuse | None = None) -> ScanSummary:
         """Score every path, handing rows to `sink` in input order as each batch completes. With an attributor,
