@@ -92,6 +92,9 @@ def print_summary(console: Console, result) -> None:
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("model", f"{d.card.name}, {d.card.precision} (sha256 {d.sha256[:16]}…)")
+    if d.exact is not None:
+        table.add_row("near the threshold", f"fp32 (sha256 {d.exact.sha256[:16]}…) within "
+                                            f"{d.card.rescore_margin:g} log-odds")
     if result.attributor:
         a = result.attributor
         table.add_row("attribution", f"{a.card.name} (sha256 {a.sha256[:16]}…): {', '.join(a.card.classes)}")

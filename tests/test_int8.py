@@ -69,8 +69,9 @@ def test_images_near_the_threshold_get_the_fp32_models_score(tiny_onnx: Path, bi
         home, card = _quantized_pair(tiny_onnx, binary_data["train"], f"tiny-{name}", "--rescore-margin",
                                      margin)
         assert card["rescore_margin"] == float(margin)
-        invoke("dir", binary_data["val"], "--model", f"tiny-{name}", "--report", tmp_path / f"{name}.jsonl",
-               "--device", "cpu")
+        output = invoke("dir", binary_data["val"], "--model", f"tiny-{name}", "--report",
+                        tmp_path / f"{name}.jsonl", "--device", "cpu").output
+        assert ("within 100 log-odds" in output) == (name == "wide")  # the summary names the fp32 partner
         rows = read_rows(tmp_path / f"{name}.jsonl")
         assert len(rows) == 32 and {r["model_sha256"] for r in rows} == {card["onnx_sha256"]}
         noted = [RESCORED_NOTE in (r["notes"] or "") for r in rows]
