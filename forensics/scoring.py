@@ -5,7 +5,7 @@ in evaluation:
   images whose mean log-odds lie within `margin` of the threshold's;
 - for an int8 variant (card.rescore_margin): the images whose int8 log-odds lie within that margin of the
   threshold's are scored again, on the same tiles, by the fp32 model it was quantized from (detector.exact), so
-  int8 error cannot push a verdict across the threshold (docs/RESULTS.md, "int8 with fp32 near the threshold").
+  int8 error cannot push a verdict across the threshold (docs/RESULTS.md, "int8 parity").
 """
 
 from __future__ import annotations

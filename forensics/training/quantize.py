@@ -3,11 +3,12 @@ NAME.int8.onnx beside NAME.onnx. A scan on the CPU picks it when it is there (ru
 images whose int8 score lies near the threshold again with NAME.onnx (forensics/scoring.py).
 
 The recipe, measured on 1,204 images of faces/val and wild/ against the shipped fp32 model (docs/RESULTS.md,
-"int8 with fp32 near the threshold"): QDQ, per-channel int8 weights, asymmetric uint8 activations (ONNX Runtime's
+"int8 parity"; docs/CHANGES.md, change 30): QDQ, per-channel int8 weights, asymmetric uint8 activations (ONNX Runtime's
 fast U8S8 path on x86: symmetric int8 activations ran at 0.8x of fp32 and flipped more labels), MinMax
 calibration, the stem convolution kept in fp32 (its input is the pixels themselves: their 256 levels survive
 exactly), the size-dependent pads folded first. int8 alone still flips 3% of the labels at JPEG q75, which is why
-the card carries a rescore_margin: the largest int8 error in log-odds seen on the calibration images, rounded up.
+the card carries a rescore_margin: the largest int8 error in log-odds seen on the calibration images near the
+threshold, rounded up.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ def calibration_images(detector: Detector, folders: list[Path], images: int, see
         raise ModelError(f"no images to calibrate on in {', '.join(map(str, folders))}")
     rng = np.random.default_rng(seed)
     chosen = [files[i] for i in sorted(rng.choice(len(files), min(images, len(files)), replace=False))]
-    decoded = [d.pixels for d in map(decode_file, chosen) if d.ok]
-    if not decoded:
+    q75, cut = parse_perturbation("jpeg:75"), detector.preprocessing.tiles
+    stored, compressed = [], []
+    for decoded in map(decode_file, chosen):  # tiles cut as each image decodes: no 160 full images in memory
+        if decoded.ok:
+            stored.append(cut(decoded.pixels)[0])
+            compressed.append(cut(q75(decoded.pixels))[0])
+    if not stored:
         raise ModelError("none of the images chosen for calibration could be decoded")
-    q75 = parse_perturbation("jpeg:75")
-    cut = detector.preprocessing.tiles
-    return [cut(p)[0] for p in decoded], [cut(q75(p))[0] for p in decoded]
+    return stored, compressed
 
 
 def _whole_batches(tiles: np.ndarray) -> np.ndarray:
