@@ -101,3 +101,11 @@ def test_an_int8_variant_refuses_an_fp32_model_it_was_not_made_from(tiny_onnx: P
     (home / "tiny-pair.json").unlink()
     result = invoke("dir", binary_data["val"], "--model", home / "tiny-pair.int8.onnx", expect=2)
     assert "no tiny-pair.onnx beside it" in result.output
+
+
+def test_too_few_calibration_images_near_the_threshold_is_an_error(tiny_onnx: Path, binary_data):
+    home = Path(os.environ["GSCAN_MODELS"])
+    for suffix in (".onnx", ".json"):
+        shutil.copy(tiny_onnx.with_suffix(suffix), home / f"tiny-few{suffix}")
+    result = invoke("quantize", home / "tiny-few.onnx", "--calibrate", binary_data["train"], "--images", 3, expect=2)
+    assert "too few to measure the int8 error" in result.output and not (home / "tiny-few.int8.onnx").exists()

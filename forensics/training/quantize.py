@@ -135,6 +135,6 @@ def margin_for(error: dict[str, float]) -> float:
     in int8 keeps its label in fp32)."""
     if error["near_threshold"] < MIN_NEAR:
         raise ModelError(f"only {error['near_threshold']} calibration images score within {NEAR} log-odds of the "
-                         f"threshold: too few to measure the int8 error there; give more images (--images) or "
-                         "--rescore-margin")
+                         f"threshold: too few to measure the int8 error there; run gscan quantize with more images "
+                         "(--images) or a --rescore-margin of your own")
     return float(np.ceil(error["max_near_threshold"] * 4) / 4)
