@@ -140,7 +140,7 @@ def score(model: str, samples: list[Sample], seen: set[str], label: str) -> dict
 def augment(args: argparse.Namespace) -> Augment:
     """Blur and JPEG with the same odds for every class (and the same draws within a pair)."""
     return Augment(jpeg_prob=args.jpeg_prob, jpeg_quality=(60, 100), double_jpeg_prob=args.double_jpeg_prob,
-                   blur_prob=0.3)
+                   blur_prob=0.3, lossless_jpeg_quality=args.lossless_jpeg_quality)
 
 
 def gans_as_binary(args: argparse.Namespace) -> Path:
@@ -210,6 +210,8 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
     budget = {k: getattr(args, k) for k in ("crop", "stem_stride", "epochs", "samples_per_epoch", "val_limit",
                                             "per_source", "soften_real_prob", "synth_steps", "target_fpr",
                                             "jpeg_prob", "double_jpeg_prob")}
+    if args.lossless_jpeg_quality:  # only runs that set it name it, so the older rows' budgets still read alike
+        budget["lossless_jpeg_quality"] = list(args.lossless_jpeg_quality)
     for r in results:
         r.setdefault("budget", budget)
     path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
@@ -270,6 +272,9 @@ def main() -> None:
     parser.add_argument("--synth-steps", type=int, default=600)
     parser.add_argument("--jpeg-prob", type=float, default=1.0)
     parser.add_argument("--double-jpeg-prob", type=float, default=0.5)
+    parser.add_argument("--lossless-jpeg-quality", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="files not stored as JPEG (the PNG GANs, PNG reals and their twins) get one JPEG pass "
+                             "at this quality first, so 'never compressed' cannot mean fake")
     parser.add_argument("--target-fpr", type=float, default=0.01, help="per real source, as stored and at q75")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -15,21 +16,24 @@ JPEG_BLOCK = 8  # tile origins stay on the 8-pixel grid so JPEG block artefacts 
 def tile_origins(height: int, width: int, policy: TilingPolicy) -> list[tuple[int, int]]:
     """Top-left corners of the crops taken from an image: an evenly spread subset of the
     non-overlapping grid of crop x crop tiles, centred, at most policy.max_tiles."""
-    crop = policy.crop
+    return list(_origins(height, width, policy.crop, policy.max_tiles, getattr(policy, "first_tiles", 0)))
+
+
+@functools.lru_cache(maxsize=256)  # a folder holds few distinct sizes; worked out once each, not per image
+def _origins(height: int, width: int, crop: int, max_tiles: int, first: int) -> tuple[tuple[int, int], ...]:
     ny, nx = max(1, height // crop), max(1, width // crop)
-    side = max(1, math.isqrt(policy.max_tiles))
+    side = max(1, math.isqrt(max_tiles))
     gy = min(ny, side)
-    gx = min(nx, max(1, policy.max_tiles // gy))
+    gx = min(nx, max(1, max_tiles // gy))
     y0 = _grid_offset(height, ny, crop)
     x0 = _grid_offset(width, nx, crop)
     rows = np.unique(np.linspace(0, ny - 1, gy).round().astype(int))
     cols = np.unique(np.linspace(0, nx - 1, gx).round().astype(int))
-    origins = [(y0 + r * crop, x0 + c * crop) for r in rows for c in cols]
-    first = getattr(policy, "first_tiles", 0)
+    origins = [(int(y0 + r * crop), int(x0 + c * crop)) for r in rows for c in cols]
     if 0 < first < len(origins):  # adaptive tiling scores these first: spread them over the image
         lead = sorted(set(np.linspace(0, len(origins) - 1, first + 2)[1:-1].round().astype(int).tolist()))
         origins = [origins[i] for i in lead] + [o for i, o in enumerate(origins) if i not in lead]
-    return origins
+    return tuple(origins)
 
 
 def _grid_offset(size: int, n: int, crop: int) -> int:
