@@ -338,14 +338,15 @@ def _read_regular(path: Path, max_file_size: int, root: Path | None) -> tuple[by
             return f"not a regular file ({kind}): not read"
         if st.st_size > max_file_size:
             return f"file is {st.st_size:,} bytes, more than --max-file-size {max_file_size:,}: not read"
-        # the whole file in one read, so no joined copy of it (5% of decoding time on 2,000 bench images)
+        # the whole file in one read: join() of a single chunk returns it uncopied (5% of decoding time on 2,000
+        # bench images against 1-MiB reads joined)
         chunks, total, size = [], 0, max(1 << 20, st.st_size + 1)
         while chunk := os.read(fd, size):
             chunks.append(chunk)
             total += len(chunk)
             if total > max_file_size:
                 return f"file grew past --max-file-size {max_file_size:,} while being read"
-        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), st
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 
