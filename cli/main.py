@@ -19,7 +19,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from forensics import __version__
-from forensics.choices import CamFor, CamMethod, Decode, Device, Engine
+from forensics.choices import CamFor, CamMethod, Decode, Device, Engine, Switch
 from forensics.errors import GscanError
 from forensics.extras import require_extra
 from forensics.text import visible
@@ -137,9 +137,17 @@ def dir_command(
                                                 help="Exit 1 if any file could not be scored (an error row): what "
                                                      "was not verified fails the job.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="Print nothing but errors.")] = False,
+    provenance: Annotated[Switch, typer.Option(
+        help="Read each file's Content Credentials (C2PA) and generator metadata: a file that declares generation "
+             "is labelled fake whatever its score; metadata never makes one real. off: the model alone.")
+                          ] = Switch.on,
+    c2pa_trust: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="PEM file of trust anchors to check C2PA signers against (never fetched; without "
+                             "it, rows say the signer was not checked against a trust list).")] = None,
 ) -> None:
     """Scan images for GAN fingerprints; one report row per file found."""
     from forensics.options import ScanOptions
+    from forensics.provenance import ProvenanceSettings
     from forensics.session import scan_to_report
 
     from .progress import ScanProgress, print_rows, print_summary
@@ -147,7 +155,8 @@ def dir_command(
     to_stdout = report is not None and str(report) == "-"
     options = ScanOptions(batch_size=batch_size, workers=workers, threshold=threshold, max_pixels=max_pixels,
                           cam_dir=cam_dir, cam_for=cam_for.value, decode=decode.value, max_file_size=max_file_size,
-                          follow_links=follow_links)
+                          follow_links=follow_links,
+                          provenance=ProvenanceSettings.with_trust_file(c2pa_trust) if provenance == Switch.on else None)
     shown: list[dict] = []
     with ScanProgress(err, path, enabled=not quiet) as progress:
         try:

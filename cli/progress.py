@@ -102,6 +102,11 @@ def print_summary(console: Console, result) -> None:
     table.add_row("threshold", f"{s.threshold:.4f}")
     table.add_row("files", str(s.files))
     table.add_row("real / fake / error", f"{s.real} / {s.fake} / {s.errors}")
+    if not s.provenance_read:
+        table.add_row("provenance", "off (--provenance off): the model alone")
+    elif s.declared:
+        table.add_row("provenance", f"{s.declared} declare generation in their metadata ({s.from_provenance} fake "
+                                    "by that alone: the model scored them real)")
     if s.reused:
         table.add_row("resumed", f"{s.reused} rows reused (same path, size and modification time), "
                                  f"{s.files - s.reused} scanned")

@@ -27,6 +27,11 @@ class CamFor(str, Enum):
     none = "none"
 
 
+class Switch(str, Enum):
+    on = "on"
+    off = "off"
+
+
 class Task(str, Enum):
     binary = "binary"
     attribution = "attribution"

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from .png import png_damage
+from .provenance import Provenance, ProvenanceSettings, read_provenance
 
 # We bound pixels ourselves (max_pixels) before decoding; PIL's own bomb check would raise mid-scan.
 Image.MAX_IMAGE_PIXELS = None
@@ -171,6 +172,7 @@ class DecodedImage:
     pixels: np.ndarray | None = None
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    provenance: Provenance | None = None  # what the file's metadata says made it; None: not read
 
     @property
     def ok(self) -> bool:
@@ -234,8 +236,18 @@ def damage_notes(data: bytes, fmt: str) -> list[str]:
     return []
 
 
-def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode image bytes into a DecodedImage; never raises for bad content."""
+def _read_provenance(out: DecodedImage, data: bytes, img: Image.Image, settings: ProvenanceSettings) -> None:
+    try:
+        out.provenance = read_provenance(data, out.format, img, settings)
+        out.notes.extend(out.provenance.notes)
+    except Exception as exc:  # metadata is attacker-controlled: a note, and the image is still scored
+        out.notes.append(f"provenance: metadata not read ({type(exc).__name__}: {exc})")
+
+
+def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 provenance: ProvenanceSettings | None = None) -> DecodedImage:
+    """Decode image bytes into a DecodedImage; never raises for bad content. With provenance settings, the file's
+    own metadata is read too (forensics/provenance)."""
     out = DecodedImage(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data))
     if not data:
         out.error = "empty file (0 bytes)"
@@ -249,6 +261,8 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) 
             out.width, out.height = img.size
             out.mode = img.mode
             out.frames = int(getattr(img, "n_frames", 1) or 1)
+            if provenance is not None:
+                _read_provenance(out, data, img, provenance)
             size = decoded_bytes(img)
             if out.width * out.height > max_pixels:
                 out.error = (f"image is {out.width}x{out.height} = {out.width * out.height:,} pixels, "
@@ -352,7 +366,7 @@ def _read_regular(path: Path, max_file_size: int, root: Path | None) -> tuple[by
 
 
 def decode_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, *, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-                root: Path | None = None) -> DecodedImage:
+                root: Path | None = None, provenance: ProvenanceSettings | None = None) -> DecodedImage:
     """Read and decode one file; I/O problems become the row's error, never an exception. With root, a file
     reached through a link that leaves root is an error row, not read."""
     path = Path(path)
@@ -369,7 +383,7 @@ def decode_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, *, max_file_si
     if isinstance(read, str):
         return DecodedImage(path=path, error=read)
     data, st = read
-    out = decode_bytes(data, path, max_pixels)
+    out = decode_bytes(data, path, max_pixels, provenance)
     out.mtime = st.st_mtime
     if out.ok and "A" in out.mode:
         out.notes.append(f"{out.mode} image: alpha channel ignored")

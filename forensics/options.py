@@ -10,6 +10,7 @@ from pathlib import Path
 from .choices import CamFor, Decode
 from .errors import GscanError
 from .images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
+from .provenance import ProvenanceSettings
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class ScanOptions:
     cam_for: CamFor = CamFor.fake
     decode: Decode = Decode.threads  # processes: tiles back through shared memory; no heatmaps or thumbnails
     follow_links: bool = False  # score files reached through links that leave the scanned folder
+    provenance: ProvenanceSettings | None = ProvenanceSettings()  # None: metadata not read (--provenance off)
     # set by the session from the other things asked for (the page, the folder), never by hand
     previews: bool = False  # embed-ready thumbnails for the triage page
     root: Path | None = None  # the scanned folder: links must stay inside it
@@ -59,8 +61,10 @@ class ScanOptions:
         cams = self.cam_for.value if self.cam_dir is not None else "none"
         return (f"threshold={threshold!r};attribution={(attribution_sha256 or 'none')[:16]};"
                 f"max_pixels={self.max_pixels};max_file_size={self.max_file_size};"
-                f"follow_links={int(self.follow_links)};cams={cams}")
+                f"follow_links={int(self.follow_links)};cams={cams};"
+                f"{self.provenance.key() if self.provenance else 'provenance=off'}")
 
     def read_limits(self) -> dict:
         """decode_file's keyword arguments for these options."""
-        return {"max_file_size": self.max_file_size, "root": None if self.follow_links else self.root}
+        return {"max_file_size": self.max_file_size, "root": None if self.follow_links else self.root,
+                "provenance": self.provenance}

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import __version__
 from .images import DecodedImage
+from .provenance import GENERATIVE
 from .text import path_text
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 COLUMNS = [
     "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",
-    "label", "score", "threshold", "tiles", "generator", "generator_score", "generator_top3", "notes",
+    "label", "score", "threshold", "tiles", "provenance", "provenance_detail", "generator", "generator_score",
+    "generator_top3", "notes",
     "cam_class", "cam_path", "cam_max",
     "model", "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings", "gscan_version",
     "scanned_at",
@@ -26,6 +28,7 @@ COLUMNS = [
 # keys a row may carry for the triage page only (embedded thumbnails), never written to a report
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]
+PROVENANCE_LABEL_NOTE = "label fake from provenance: the file's metadata declares generation"
 
 
 def unknown_keys(row: dict) -> set[str]:
@@ -56,6 +59,9 @@ class ScanSummary:
     errors: int = 0
     tiles: int = 0
     reused: int = 0  # rows taken from the report being resumed
+    declared: int = 0  # rows whose metadata declares generation (labelled fake whatever the score)
+    from_provenance: int = 0  # of those, rows the model alone would have called real
+    provenance_read: bool = True  # False with --provenance off
     seconds: float = 0.0
     device: str = "cpu"
     threshold: float = 0.5
@@ -70,6 +76,9 @@ class ScanSummary:
             self.errors += 1
         else:
             self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
+        if row.get("provenance") in GENERATIVE:
+            self.declared += 1
+            self.from_provenance += PROVENANCE_LABEL_NOTE in (row.get("notes") or "")
         self.real, self.fake = self.labels.get("real", 0), self.labels.get("fake", 0)
 
     @property
@@ -77,6 +86,12 @@ class ScanSummary:
         """Images scored per second: rows reused by --resume cost nothing and are not counted."""
         scanned = self.files - self.reused
         return scanned / self.seconds if self.seconds > 0 else 0.0
+
+
+def _provenance_cells(provenance) -> dict:
+    if provenance is None:
+        return {"provenance": None, "provenance_detail": None}
+    return {"provenance": provenance.kind or None, "provenance_detail": provenance.detail or None}
 
 
 class RowBuilder:
@@ -93,7 +108,8 @@ class RowBuilder:
                 "file_size": decoded.file_size or None,
                 "file_mtime": mtime_text(decoded.mtime) if decoded.mtime else None, "width": decoded.width or None,
                 "height": decoded.height or None, "format": decoded.format or None,
-                "notes": "; ".join(decoded.notes) or None, "label": None, "score": None, "tiles": None,
+                "notes": "; ".join(decoded.notes) or None, "label": None,
+                "score": None, "tiles": None, **_provenance_cells(decoded.provenance),
                 "cam_class": None, "cam_path": None, "cam_max": None,
                 **self.common, "scanned_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -108,6 +124,9 @@ class RowBuilder:
         if card.task == "binary":
             score = float(probs[card.positive_index])
             row.update(score=score, label="fake" if score >= self.threshold else "real")
+            if row["label"] == "real" and row["provenance"] in GENERATIVE:
+                # metadata may add suspicion, never clear an image: `score` stays the model's own figure
+                row.update(label="fake", notes="; ".join(filter(None, [row["notes"], PROVENANCE_LABEL_NOTE])))
         else:
             top = int(probs.argmax())
             row.update(score=float(probs[top]), label=card.classes[top])

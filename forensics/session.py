@@ -139,6 +139,7 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
             raise
         if writer:
             writer.close()
+    summary.provenance_read = options.provenance is not None
     if page:
         card = detector.card
         page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,

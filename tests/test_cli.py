@@ -82,7 +82,7 @@ def test_scan_side_install_holds_no_training_packages():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = lambda reqs: {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in reqs}  # noqa: E731
     base, train = names(project["dependencies"]), names(project["optional-dependencies"]["train"])
-    assert base == {"typer", "rich", "pillow", "numpy", "onnxruntime-gpu", "platformdirs"}
+    assert base == {"typer", "rich", "pillow", "numpy", "onnxruntime-gpu", "platformdirs", "c2pa-python"}
     assert {"torch", "timm", "safetensors", "onnx", "grad-cam", "scikit-learn", "matplotlib"} <= train
 
 

@@ -20,6 +20,7 @@ from ..errors import GscanError
 from ..extras import require_extra
 from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
+from ..provenance import Provenance
 from ..rows import RowBuilder, RowSink, ScanSummary
 from ..scoring import RESCORED_NOTE, score_images
 from ..runtime import Detector
@@ -42,7 +43,7 @@ def decode_batch(batch: dict, preprocessing: Preprocessing, max_pixels: int, rea
     """Paths -> facts plus uint8 patches padded to a fixed (max_tiles, crop, crop, 3)."""
     max_tiles, _, crop, _ = preprocessing.slot_shape
     n = len(batch["path"])
-    out = {"path": list(batch["path"]), "notes": [], "n_tiles": np.zeros(n, np.int32),
+    out = {"path": list(batch["path"]), "notes": [], "provenance": [], "n_tiles": np.zeros(n, np.int32),
            "tiles": np.zeros((n, max_tiles, crop, crop, 3), np.uint8), **{k: [] for k in FACT_FIELDS}}
     for i, raw in enumerate(batch["path"]):
         path = Path(os.fsdecode(raw))
@@ -53,6 +54,8 @@ def decode_batch(batch: dict, preprocessing: Preprocessing, max_pixels: int, rea
         for key in FACT_FIELDS:
             out[key].append(getattr(decoded, key))
         out["notes"].append("\n".join(decoded.notes))
+        read = decoded.provenance is not None
+        out["provenance"].append([decoded.provenance.kind, decoded.provenance.detail] if read else [])
         if decoded.ok:
             patches, _ = preprocessing.patches(decoded.pixels)
             out["n_tiles"][i] = len(patches)
@@ -84,6 +87,7 @@ class ScanActor:
         for i in range(len(batch["path"])):
             decoded = DecodedImage(path=Path(os.fsdecode(batch["path"][i])),
                                    notes=[x for x in str(batch["notes"][i]).split("\n") if x],
+                                   provenance=_provenance(batch["provenance"][i]),
                                    **{k: _plain(batch[k][i]) for k in FACT_FIELDS})
             if i in results:
                 if results[i].rescored:
@@ -92,6 +96,12 @@ class ScanActor:
             else:
                 rows.append(self.builder.error(decoded))
         return {"row": rows}
+
+
+def _provenance(cells) -> Provenance | None:
+    """The decode task's [kind, detail] back as a Provenance (empty: metadata was not read)."""
+    cells = list(cells) if cells is not None else []
+    return Provenance(str(cells[0]), str(cells[1])) if len(cells) == 2 else None
 
 
 def _plain(value):
