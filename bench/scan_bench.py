@@ -4,6 +4,7 @@
     python bench/scan_bench.py --quick                # under a minute on 2 cores
     python bench/scan_bench.py --rss-scaling          # peak RSS of gscan on 1,000 vs 10,000 small files
     python bench/scan_bench.py --cam                  # wall time with heatmaps for every image vs none
+    python bench/scan_bench.py --provenance           # wall time with the provenance reader off vs on
     python bench/scan_bench.py --load 20000           # 20,000 small files: one row each, time, peak RSS
     python bench/scan_bench.py --thread-scaling       # decode+tile on n threads vs n processes (the GIL's share)
 
@@ -18,6 +19,7 @@ each), since a shared machine's speed drifts by 10-20% within minutes.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -312,21 +314,53 @@ def load_test(args) -> dict:
             "seconds": wall, "images_per_second": args.load / wall, "peak_rss_mb": rss}
 
 
-def cam_overhead(args, rounds: int = 2) -> dict:
-    """Plain scans and scans with a heatmap for every image, alternated; the best of each is compared."""
+def alternate(args, variants: dict[str, list[str]], rounds: int, fresh: str | None = None) -> dict[str, list[float]]:
+    """Wall seconds of gscan on the bench images with each variant's extra options, the variants run in turn
+    (a shared machine drifts by 10-20% within minutes); `fresh` names a folder emptied before every run."""
     import shutil
 
     folder = make_images(args.data / f"bench-{args.images}", args.images)
     model = str(resolve_model(args.model))
     run_gscan(folder, model, args.data / "warm.csv")
-    plain, cams = [], []
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
-        plain.append(run_gscan(folder, model, args.data / "plain.csv")[0])
-        shutil.rmtree(args.data / "cams", ignore_errors=True)
-        cams.append(run_gscan(folder, model, args.data / "cams.csv",
-                              ["--cam-dir", str(args.data / "cams"), "--cam-for", "all"])[0])
-    return {"images": args.images, "plain_seconds": plain, "cam_all_seconds": cams,
-            "overhead": min(cams) / min(plain) - 1}
+        for name, extra in variants.items():
+            if fresh:
+                shutil.rmtree(fresh, ignore_errors=True)
+            seconds[name].append(run_gscan(folder, model, args.data / f"{name}.csv", extra)[0])
+    return seconds
+
+
+def cam_overhead(args, rounds: int = 2) -> dict:
+    """Plain scans and scans with a heatmap for every image, alternated; the best of each is compared."""
+    cams = str(args.data / "cams")
+    seconds = alternate(args, {"plain": [], "cam_all": ["--cam-dir", cams, "--cam-for", "all"]}, rounds, cams)
+    return {"images": args.images, "plain_seconds": seconds["plain"], "cam_all_seconds": seconds["cam_all"],
+            "overhead": min(seconds["cam_all"]) / min(seconds["plain"]) - 1}
+
+
+def provenance_overhead(args) -> dict:
+    """Scans with the provenance reader off and on, alternated (best of each), and the reader alone per file on
+    the bench images (no metadata: the container walk) and on files that carry a signed C2PA manifest."""
+    from forensics.provenance import ProvenanceSettings, read_provenance
+
+    seconds = alternate(args, {"off": ["--provenance", "off"], "on": []}, max(args.rounds, 3))
+    files = sorted(find_images(args.data / f"bench-{args.images}"))[:300]
+    per_file = {"bench images": [f.read_bytes() for f in files]}
+    signed = sorted(Path(args.signed).glob("*")) if args.signed else []
+    if signed:
+        per_file["signed C2PA files"] = [f.read_bytes() for f in signed]
+    cost = {}
+    for name, blobs in per_file.items():
+        images = [Image.open(io.BytesIO(b)) for b in blobs]
+        for image in images:
+            image.getexif()  # the scan reads EXIF (orientation) before provenance: a PNG decodes here
+        started = time.perf_counter()
+        for data, image in zip(blobs, images):
+            read_provenance(data, image.format, image, ProvenanceSettings())
+        cost[name] = 1000 * (time.perf_counter() - started) / len(blobs)
+    return {"images": args.images, "off_seconds": seconds["off"], "on_seconds": seconds["on"],
+            "on_over_off": min(seconds["on"]) / min(seconds["off"]), "reader_ms_per_file": cost}
 
 
 TABLE_ROWS = (("baseline", "baseline (PyTorch eager + DataLoader)"), ("gscan", "gscan dir, end to end"),
@@ -403,6 +437,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 images: a smoke run under a minute")
     parser.add_argument("--rss-scaling", action="store_true")
     parser.add_argument("--cam", action="store_true")
+    parser.add_argument("--provenance", action="store_true", help="scan time with the provenance reader off vs on")
+    parser.add_argument("--signed", default=None, help="with --provenance: a folder of files with C2PA manifests")
     parser.add_argument("--load", type=int, default=0, help="scan this many small files (e.g. 20000)")
     parser.add_argument("--processes", action="store_true", help="also scan with --decode processes")
     parser.add_argument("--thread-scaling", action="store_true", help="decode+tile on n threads vs n processes")
@@ -425,6 +461,8 @@ def main() -> None:
         result = rss_scaling(args)
     elif args.cam:
         result = cam_overhead(args)
+    elif args.provenance:
+        result = provenance_overhead(args)
     elif args.thread_scaling:
         result = thread_scaling(args)
     elif args.batch_sweep:

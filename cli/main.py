@@ -1,8 +1,8 @@
 """The `gscan` command: each command parses options and calls one forensics function.
 
 Exit codes: 0 the job ran (even with per-file errors), 1 `--fail-on-fake` and something scored fake (or
-`--fail-on-error` and a file could not be scored), 2 usage or setup error, 130 interrupted, 141 stdout closed
-early (a broken pipe). Torch-side modules are imported inside the commands that need them, after checking that the
+`--fail-on-error` and a file could not be scored), 2 usage or setup error, 3 an unexpected internal error (one line
+on stderr, the trace in a file), 130 interrupted, 141 stdout closed early (a broken pipe). Torch-side modules are imported inside the commands that need them, after checking that the
 `train` extra is installed, so that `gscan dir` starts (and installs) without torch.
 """
 
@@ -27,6 +27,7 @@ from forensics.images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
 
 FLAG = " "  # the metavar of an on/off flag: no "<bool>" beside it in --help
 EXIT_FLAGGED = 1
+EXIT_INTERNAL = 3  # a bug or an unexpected failure: never 1, which CI reads as "fake found"
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended: never 1, which means "fake found"
 
@@ -48,8 +49,37 @@ out = GscanConsole()
 err = GscanConsole(stderr=True)
 
 
+def _save_trace() -> str:
+    """The current exception's full trace in a file of its own (the user log folder, else the temporary folder);
+    where it went, or why it could not be kept."""
+    import tempfile
+    import traceback
+    from datetime import datetime, timezone
+
+    text = traceback.format_exc()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    folders = []
+    try:
+        from platformdirs import user_log_path
+
+        folders.append(user_log_path("gscan"))
+    except Exception:
+        pass
+    folders.append(Path(tempfile.gettempdir()))
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=folder, prefix=f"gscan-crash-{stamp}-", suffix=".txt")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"gscan {__version__}\n{' '.join(sys.argv)}\n\n{text}")
+            return name
+        except OSError:
+            continue
+    return "nowhere (no folder could be written)"
+
+
 class GscanGroup(TyperGroup):
-    """The one place a GscanError becomes a message and an exit code."""
+    """The one place a GscanError becomes a message and exit 2, and an unexpected exception one line and exit 3."""
 
     def invoke(self, ctx):
         try:
@@ -59,6 +89,13 @@ class GscanGroup(TyperGroup):
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
             raise _quiet_broken_pipe() from None
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):  # usage errors and exits: theirs to report
+                raise
+            where = _save_trace()
+            err.print(escape(visible(f"internal error: {type(exc).__name__}: {exc} (exit {EXIT_INTERNAL}; the full "
+                                     f"trace is in {where})")), highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
 
 
 app = typer.Typer(

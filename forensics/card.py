@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .text import visible
 
 CARD_METADATA_KEY = "gscan_card"
+MAX_CROP = 1024  # a larger crop costs gigabytes per batch for no gain: the study's images are 1024 px
 CARD_SCHEMA_VERSION = 1  # cards without the field are version 1; a newer one is refused, not half-read
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a model name: never a path
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -118,7 +120,8 @@ def _int_in(value: Any, low: int, high: int) -> bool:
 
 
 def _short_text(value: Any, limit: int = 200) -> bool:
-    return isinstance(value, str) and len(value) <= limit
+    """A short name with nothing a terminal would run: no control or bidi characters."""
+    return isinstance(value, str) and len(value) <= limit and visible(value) == value
 
 
 def validate_card(d: dict[str, Any]) -> list[str]:
@@ -143,10 +146,10 @@ def validate_card(d: dict[str, Any]) -> list[str]:
         problems.append("a binary card's classes are real and fake")
     tiling = d.get("tiling", {})
     if not (isinstance(tiling, dict) and set(tiling) <= {"crop", "max_tiles", "pad_value", "first_tiles", "margin"}
-            and _int_in(tiling.get("crop", 224), 8, 4096) and _int_in(tiling.get("max_tiles", 9), 1, 1024)
+            and _int_in(tiling.get("crop", 224), 8, MAX_CROP) and _int_in(tiling.get("max_tiles", 9), 1, 1024)
             and _number(tiling.get("pad_value", 0.0)) and _int_in(tiling.get("first_tiles", 0), 0, 1024)
             and _number(tiling.get("margin", 0.0)) and tiling.get("margin", 0.0) >= 0):
-        problems.append("tiling must hold crop 8-4096, max_tiles 1-1024, a finite pad_value, first_tiles 0-1024 "
+        problems.append(f"tiling must hold crop 8-{MAX_CROP}, max_tiles 1-1024, a finite pad_value, first_tiles 0-1024 "
                         "and a margin of 0 or more")
     for key in ("mean", "std"):
         v = d.get(key, (0.5, 0.5, 0.5))

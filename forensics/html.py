@@ -21,7 +21,7 @@ THUMB_SIDE = 160
 VIEW_SIDE = 480
 ASSETS = Path(__file__).resolve().parent / "assets"
 ROW_KEYS = ("path", "status", "error", "sha256", "label", "score", "notes", "cam_class", "cam_max", "generator",
-            "generator_score")
+            "generator_score", "provenance", "provenance_detail")
 
 
 def jpeg_b64(image: Image.Image, side: int, quality: int = 80) -> str:
@@ -107,6 +107,8 @@ table.facts th{text-align:left;padding-right:1em;color:#555;vertical-align:top}
 .bar{height:6px;background:#e4e4e4;border-radius:3px;margin:3px 0}.fill{height:100%;background:#d55;border-radius:3px}
 .path,.sha,.err{font-size:11px;word-break:break-all;white-space:pre-wrap}.sha{color:#888}.err{color:#a00}
 .gen,.hasheat{font-size:12px;color:#046}
+.prov{display:inline-block;font-size:11px;padding:1px 5px;border-radius:3px;background:#eee;color:#333;margin-top:3px}
+.prov.generated,.prov.edited-with-ai{background:#c22;color:#fff}.provdetail{font-size:13px;margin:6px 0}
 #view{position:fixed;inset:0;background:rgba(0,0,0,.8);display:flex;align-items:center;justify-content:center}
 #view[hidden]{display:none}#view-body{background:#fff;padding:1em;max-width:95vw;max-height:95vh;overflow:auto}
 .pics{display:flex;gap:1em}.pics img{min-width:320px;max-width:45vw;max-height:75vh;image-rendering:pixelated}

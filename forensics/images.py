@@ -25,8 +25,10 @@ Image.MAX_IMAGE_PIXELS = None
 # Decode what a browser shows: a truncated tail is filled, an ancillary PNG chunk with a bad CRC is skipped
 # (Pillow skips those only in this mode). The row's notes say when a file was truncated or had bad chunks.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
-# Large text and ICC chunks are legal PNG; the file size limit bounds them instead of Pillow's 1 MB default.
-PngImagePlugin.MAX_TEXT_CHUNK = 64 * 1024 * 1024
+# Large text and ICC chunks are legal PNG: the file size limit bounds what is stored. What a compressed chunk may
+# inflate to is bounded too (4 MiB: a larger one is dropped, as LOAD_TRUNCATED_IMAGES makes Pillow do), so that a
+# 0.5 MB file cannot make Pillow inflate 128 MB of zTXt.
+PngImagePlugin.MAX_TEXT_CHUNK = 4 * 1024 * 1024
 PngImagePlugin.MAX_TEXT_MEMORY = 128 * 1024 * 1024
 
 # Raster formats only: Pillow would otherwise try every plugin, and EPS hands the file to Ghostscript.
@@ -261,8 +263,6 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
             out.width, out.height = img.size
             out.mode = img.mode
             out.frames = int(getattr(img, "n_frames", 1) or 1)
-            if provenance is not None:
-                _read_provenance(out, data, img, provenance)
             size = decoded_bytes(img)
             if out.width * out.height > max_pixels:
                 out.error = (f"image is {out.width}x{out.height} = {out.width * out.height:,} pixels, "
@@ -272,7 +272,10 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                 out.error = (f"image decodes to {size:,} bytes ({out.width}x{out.height} {img.mode}), more than "
                              f"{BYTES_PER_PIXEL_CAP} bytes for each of --max-pixels {max_pixels:,}")
                 return out
+            # after the size checks: Pillow's PNG getexif() decodes the whole image to look past IDAT
             out.orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            if provenance is not None:
+                _read_provenance(out, data, img, provenance)
             if out.frames > 1:
                 img.seek(0)
                 out.notes.append(f"first frame of {out.frames}")

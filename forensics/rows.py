@@ -29,6 +29,7 @@ COLUMNS = [
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]
 PROVENANCE_LABEL_NOTE = "label fake from provenance: the file's metadata declares generation"
+NON_FINITE = "the model returned non-finite logits (NaN or infinity) for this image: no verdict"
 
 
 def unknown_keys(row: dict) -> set[str]:
@@ -116,8 +117,11 @@ class RowBuilder:
     def error(self, decoded: DecodedImage, reason: str | None = None) -> dict:
         return {**self.base(decoded), "status": "error", "error": reason or decoded.error}
 
-    def scored(self, decoded: DecodedImage, tile_logits: np.ndarray) -> tuple[dict, int]:
-        """The row and the index of the class it settles on (the class a heatmap explains)."""
+    def scored(self, decoded: DecodedImage, tile_logits: np.ndarray) -> tuple[dict, int | None]:
+        """The row and the index of the class it settles on (the class a heatmap explains); an error row and None
+        when the model's logits for the image are not finite (a broken model's NaN is never a "real")."""
+        if not np.isfinite(tile_logits).all():
+            return self.error(decoded, NON_FINITE), None
         card = self.detector.card
         probs = image_probabilities(tile_logits)
         row = {**self.base(decoded), "status": "ok", "error": None, "tiles": int(len(tile_logits))}

@@ -232,7 +232,35 @@ class Detector:
         else:
             batch = np.concatenate(tiles) if isinstance(tiles, list) else tiles
             outputs = self.session.run(names, {"input": batch})
+        n = sum(map(len, tiles)) if isinstance(tiles, list) else len(tiles)
+        self._check_shapes(outputs, n)
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+    def _check_shapes(self, outputs: list[np.ndarray], n: int) -> None:
+        """A model that answers in another shape than its card says is refused (ModelError), never read askew:
+        one row of logits per tile, one column per class; maps of (tiles, classes, h, w)."""
+        classes = len(self.card.classes)
+        logits = outputs[0]
+        if logits.ndim != 2 or logits.shape != (n, classes):
+            raise ModelError(f"{self.path.name} returned logits of shape {tuple(logits.shape)} for {n} tiles; its "
+                             f"card says {classes} classes, so ({n}, {classes}) was expected: the model is refused")
+        if len(outputs) > 1 and (outputs[1].ndim != 4 or outputs[1].shape[:2] != (n, classes)):
+            raise ModelError(f"{self.path.name} returned heatmaps of shape {tuple(outputs[1].shape)} for {n} tiles; "
+                             f"({n}, {classes}, h, w) was expected: the model is refused")
+
+    def check_contract(self, with_cams: bool) -> None:
+        """Run two blank tiles through the model once, before any row: a model whose outputs do not match its
+        card (shape, a missing heatmap output) is refused here, with exit 2, not discovered row by row."""
+        outputs = {o.name for o in self.session.get_outputs()}
+        if "logits" not in outputs:
+            raise ModelError(f"{self.path.name} has no output named 'logits' (it has {', '.join(sorted(outputs))})")
+        if self.card.heatmap and self.card.heatmap not in outputs:
+            raise ModelError(f"{self.path.name}'s card names heatmap output {self.card.heatmap!r}, which the model "
+                             "does not have: re-export it")
+        if with_cams and not self.card.heatmap:
+            raise ModelError(f"--cam-dir asks for heatmaps, but {self.path.name}'s card names no heatmap output")
+        crop = self.card.tiling.crop
+        self.run(np.zeros((2, 3, crop, crop), np.float32), with_cams=bool(with_cams and self.card.heatmap))
 
     def run_bound(self, tiles: np.ndarray | list[np.ndarray], names: list[str], device_type: str,
                   ) -> list[np.ndarray]:

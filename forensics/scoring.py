@@ -33,7 +33,8 @@ def log_odds(tile_logits: np.ndarray, positive: int) -> float:
 
 
 def threshold_log_odds(threshold: float) -> float:
-    return float(np.log(threshold / max(1e-12, 1.0 - threshold)))
+    threshold = min(max(threshold, 1e-12), 1.0 - 1e-12)  # 0 and 1 are legal thresholds; their log-odds are not finite
+    return float(np.log(threshold / (1.0 - threshold)))
 
 
 def near_threshold(tile_logits: np.ndarray, positive: int, threshold: float, margin: float) -> bool:

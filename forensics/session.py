@@ -115,6 +115,10 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         raise GscanError("--resume needs --report FILE: the report to resume")
     # a card's companion is a convenience of the local engine, not a requirement: Ray does not load it
     detector, attributor = load_detectors(models, device, companion=engine != "ray")
+    for model, cams in ((detector, options.wants_cams()), (detector.exact, options.wants_cams()),
+                        (attributor, False)):
+        if model is not None:
+            model.check_contract(cams)
     chosen = choose_engine(engine, detector, attributor, options, resume, ray_address)
     with contextlib.ExitStack() as held:
         if report is not None and not is_stdout(report):

@@ -53,6 +53,11 @@
       c.appendChild(bar);
       c.appendChild(el("div", "score", "score " + r.score.toFixed(4)));
     }
+    if (r.provenance) {
+      const badge = el("div", "prov " + r.provenance, "metadata: " + r.provenance);
+      badge.title = visible(r.provenance_detail || "");
+      c.appendChild(badge);
+    }
     if (r.generator) c.appendChild(el("div", "gen", r.generator + " (" + (r.generator_score || 0).toFixed(3) + ")"));
     if (r.heat) c.appendChild(el("div", "hasheat", "heatmap"));
     c.appendChild(el("div", "path", visible(r.path)));
@@ -81,6 +86,10 @@
       pics.appendChild(fig);
     }
     body.appendChild(pics);
+    if (r.provenance || r.provenance_detail) {
+      body.appendChild(el("div", "provdetail", "provenance: " + (r.provenance || "no kind") + " · " +
+        visible(r.provenance_detail || "")));
+    }
     body.appendChild(el("div", "meta", verdictOf(r) + (r.score != null ? " · score " + r.score.toFixed(4) : "") +
       " · sha256 " + (r.sha256 || "-") + (r.error ? " · " + visible(r.error) : "") + (r.notes ? " · " + visible(r.notes) : "")));
     view.hidden = false;

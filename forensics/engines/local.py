@@ -16,6 +16,7 @@ import numpy as np
 from ..heatmap import MAX_DISPLAY_SIDE, write_heatmap_png
 from ..choices import CamFor, Decode
 from ..decode_pool import ProcessDecoder, TileSpec
+from ..errors import ModelError
 from ..html import previews
 from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
@@ -142,6 +143,8 @@ class BatchRunner:
         if scored:
             try:
                 outputs = self._infer(scored)
+            except ModelError:  # the model broke its contract (output shape): no row can be trusted
+                raise
             except Exception as exc:  # e.g. out of memory on one batch: those rows say so, the scan goes on
                 failure = f"inference failed: {exc}"
         rows, writes, fakes = [], [], []
@@ -156,6 +159,10 @@ class BatchRunner:
                 logits, cams = outputs[id(p)]
                 row, cls = self.builder.scored(p.decoded, logits)
                 row.update(p.previews)
+                if cls is None:  # non-finite logits: an error row, no heatmap or attribution
+                    rows.append(row)
+                    p.decoded.pixels = None
+                    continue
                 if self.attribution and row["label"] == "fake":
                     fakes.append((row, p.tiles if p.attribution_tiles is None else p.attribution_tiles))
                 if self.heatmaps.wanted(row):

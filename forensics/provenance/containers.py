@@ -89,9 +89,8 @@ def _png(data: bytes, out: Embedded) -> None:
         if pos + 8 > len(data):
             return
         length, tag = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if tag in (b"tEXt", b"zTXt", b"iTXt"):
-            _png_text(tag, body[:MAX_TEXT_VALUE + 4096], out)
+        if tag in (b"tEXt", b"zTXt", b"iTXt"):  # a bounded prefix: a 50 MB chunk is never copied
+            _png_text(tag, data[pos + 8:pos + 8 + min(length, MAX_TEXT_VALUE + 4096)], out)
         elif tag == b"caBX":
             out.c2pa_bytes += length
         elif tag == b"IEND":

@@ -10,7 +10,7 @@ import threading
 
 from .claims import Claim
 from .metadata import short
-from .signatures import CAPTURED, DIGITAL_SOURCE_TYPES, EDITED, source_type_name
+from .signatures import CAPTURED, DIGITAL_SOURCE_TYPES, EDITED, GENERATED, GENERATOR_NAMES, source_type_name
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "AVIF": "image/avif", "HEIF": "image/heif",
         "TIFF": "image/tiff", "GIF": "image/gif"}
@@ -82,10 +82,14 @@ def _statement(manifest: dict) -> tuple[str, str]:
         term = source_type_name(str(action.get("digitalSourceType") or ""))
         kind = DIGITAL_SOURCE_TYPES.get(term, "")
         name = str(action.get("action") or "").removeprefix("c2pa.")
+        agent = _software(action.get("softwareAgent"))
+        if not term and name == "created" and GENERATOR_NAMES.search(agent[:200]):
+            # an older manifest that names its generator but no digital source type
+            kind, term = GENERATED, "(no digital source type; the software agent is a generator)"
         if term or kind:
             kinds.append(kind)
             said.append(f"{name} {term}".strip())
-    kind = next((k for k in ("generated", EDITED, CAPTURED) if k in kinds), "")
+    kind = next((k for k in (GENERATED, EDITED, CAPTURED) if k in kinds), "")
     by = _software(next((a.get("softwareAgent") for a in _actions(manifest) if a.get("softwareAgent")), "")) \
         or _claim_generator(manifest)
     phrase = ", ".join(dict.fromkeys(said)) or "no digital source type"
@@ -127,6 +131,6 @@ def c2pa_claims(store: dict, trusting: bool) -> list[Claim]:
         if label == store.get("active_manifest") or not isinstance(manifest, dict):
             continue
         ingredient_kind, ingredient_phrase = _statement(manifest)
-        if ingredient_kind in ("generated", EDITED):
+        if ingredient_kind in (GENERATED, EDITED):
             claims.append(Claim(EDITED, f"c2pa ingredient: {ingredient_phrase}"))
     return claims

@@ -72,7 +72,7 @@ def text_claims(texts: list[tuple[str, str]]) -> list[Claim]:
     claims = []
     for what, keys in found.items():
         chunks = ", ".join(sorted(set(map(short, keys))))
-        claims.append(Claim(GENERATED, f"png text: {what} ({chunks}){extra if 'ComfyUI' in what else ''} (unsigned)"))
+        claims.append(Claim(GENERATED, f"png text: {what} ({chunks}){extra if 'prompt' in keys else ''} (unsigned)"))
     return claims
 
 
@@ -110,7 +110,11 @@ def exif_claims(image: Image.Image) -> list[Claim]:
     for name, text in (("ImageDescription", fields.get("ImageDescription", "")), ("UserComment", comment)):
         if PARAMETER_TEXT.search(text):
             claims.append(Claim(GENERATED, f"exif: {name} holds generation parameters (unsigned)"))
-    camera = " ".join(filter(None, (fields.get("Make", "").strip(), fields.get("Model", "").strip())))
+    make, model = fields.get("Make", "").strip(), fields.get("Model", "").strip()
+    if make.startswith("workflow:") or model.startswith("prompt:"):
+        # ComfyUI's WebP and animated savers put the graph where a camera's make and model go
+        return claims + [Claim(GENERATED, "exif: ComfyUI generation graph in Make / Model (unsigned)")]
+    camera = " ".join(filter(None, (make, model)))
     if camera:
         claims.append(Claim(CAPTURED, f"exif: camera {short(camera, 60)} (unsigned: context only)"))
     return claims

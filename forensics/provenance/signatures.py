@@ -42,12 +42,12 @@ def _is_json(value: str) -> bool:
 
 PNG_TEXT_KEYS = {
     "parameters": ("AUTOMATIC1111 / Forge / Fooocus generation parameters", _looks_like_parameters),
-    "prompt": ("ComfyUI prompt graph", _is_json),
-    "workflow": ("ComfyUI workflow", _is_json),
+    "prompt": ("ComfyUI generation graph", _is_json),
+    "workflow": ("ComfyUI generation graph", _is_json),
     "Dream": ("InvokeAI (Dream) command", lambda v: bool(v.strip())),
     "sd-metadata": ("InvokeAI sd-metadata", _is_json),
     "invokeai_metadata": ("InvokeAI metadata", _is_json),
-    "invokeai_graph": ("InvokeAI graph", _is_json),
+    "invokeai_graph": ("InvokeAI metadata", _is_json),
     "fooocus_scheme": ("Fooocus metadata scheme", lambda v: bool(v.strip())),
 }
 
