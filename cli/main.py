@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,7 +21,7 @@ from typer.core import TyperGroup
 
 from forensics import __version__
 from forensics.choices import CamFor, CamMethod, Decode, Device, Engine, Switch
-from forensics.errors import GscanError
+from forensics.errors import GscanError, GscanWarning
 from forensics.extras import require_extra
 from forensics.text import visible
 from forensics.images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
@@ -45,6 +46,7 @@ class GscanConsole(Console):
         raise _quiet_broken_pipe()  # rich's own handler exits 1
 
 
+_python_showwarning = warnings.showwarning
 out = GscanConsole()
 err = GscanConsole(stderr=True)
 
@@ -78,10 +80,19 @@ def _save_trace() -> str:
     return "nowhere (no folder could be written)"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (GscanWarning) as one line on stderr; others as Python shows them."""
+    if issubclass(category, GscanWarning):
+        err.print(f"[yellow]warning:[/] {escape(visible(str(message)))}", highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 class GscanGroup(TyperGroup):
     """The one place a GscanError becomes a message and exit 2, and an unexpected exception one line and exit 3."""
 
     def invoke(self, ctx):
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except GscanError as exc:
@@ -167,8 +178,13 @@ def dir_command(
                                                     help="Write a Grad-CAM heatmap PNG per selected image here.")
                        ] = None,
     cam_for: Annotated[CamFor, typer.Option(help="Which images get heatmaps.")] = CamFor.fake,
-    resume: Annotated[bool, typer.Option("--resume", metavar=FLAG, help="Reuse the report's rows for files whose path, size and "
-                                         "modification time are unchanged; scan the rest.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar=FLAG, help=(
+        "Reuse the report's rows that still hold (digest verified; same file size, modification time and sha256; "
+        "same model and scan_settings; valid cells; heatmap present when asked for); scan the rest. Rows of files "
+        "no longer found are kept."))] = False,
+    prune: Annotated[bool, typer.Option("--prune", metavar=FLAG, help="With --resume: drop the rows of files no "
+                                                                       "longer found instead of keeping them.")
+                     ] = False,
     fail_on_fake: Annotated[bool, typer.Option("--fail-on-fake", metavar=FLAG, help="Exit 1 if any image scores fake.")] = False,
     fail_on_error: Annotated[bool, typer.Option("--fail-on-error", metavar=FLAG,
                                                 help="Exit 1 if any file could not be scored (an error row): what "
@@ -197,7 +213,7 @@ def dir_command(
     shown: list[dict] = []
     with ScanProgress(err, path, enabled=not quiet) as progress:
         try:
-            result = scan_to_report(path, model, report, device.value, options, resume=resume, html=html,
+            result = scan_to_report(path, model, report, device.value, options, resume=resume, html=html, prune=prune,
                                     engine=engine.value, ray_address=ray_address,
                                     on_rows=lambda rows: (progress.advance(rows),
                                                           shown.extend(rows[: 50 - len(shown)])))

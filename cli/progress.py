@@ -71,50 +71,78 @@ class ScanProgress:
 
 
 def print_rows(console: Console, rows: list[dict], total: int) -> None:
-    table = Table(title="verdicts" + (f" (first {len(rows)} of {total}; use --report for all)" if total > len(rows) else ""))
-    for col in ("path", "label", "score", "generator", "tiles", "status / error"):
+    """The verdicts: a table on a terminal; piped or in CI, one tab-separated line per row, never wrapped, so that
+    what a log holds does not depend on a terminal's width."""
+    title = "verdicts" + (f" (first {len(rows)} of {total}; use --report for all)" if total > len(rows) else "")
+    columns = ("path", "label", "score", "generator", "tiles", "status / error")
+    cells = [_row_cells(r) for r in rows]
+    if not console.is_terminal:
+        console.print("\t".join(columns), soft_wrap=True, highlight=False, markup=False)
+        for line in cells:
+            console.print("\t".join(line), soft_wrap=True, highlight=False, markup=False)
+        return
+    table = Table(title=title)
+    for col in columns:
         table.add_column(col, overflow="fold")
-    for r in rows:
-        score = "" if r["score"] is None else f"{r['score']:.4f}"
-        status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
-        label = {"fake": "[red]fake[/]", "real": "[green]real[/]"}.get(r["label"] or "", r["label"] or "")
-        generator = f"{r['generator']} ({r['generator_score']:.2f})" if r.get("generator") else ""
-        # file names and errors are data: never markup, and never terminal control sequences
-        table.add_row(escape(visible(r["path"])), label, score, escape(generator), str(r["tiles"] or ""),
-                      escape(visible(status)))
+    colour = {"fake": "[red]fake[/]", "real": "[green]real[/]"}
+    for path, label, *rest in cells:
+        table.add_row(escape(path), colour.get(label, escape(label)), *map(escape, rest))
+    console.print(table)
+
+
+def _row_cells(r: dict) -> list[str]:
+    # file names and errors are data: never markup, and never terminal control sequences
+    score = "" if r["score"] is None else f"{r['score']:.4f}"
+    status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
+    generator = f"{r['generator']} ({r['generator_score']:.2f})" if r.get("generator") else ""
+    return [visible(r["path"]), r["label"] or "", score, generator, str(r["tiles"] or ""), visible(status)]
+
+
+def print_facts(console: Console, title: str, facts: list[tuple[str, str]]) -> None:
+    """Key-value facts: a table on a terminal, plain `key: value` lines elsewhere (never wrapped)."""
+    if not console.is_terminal:
+        console.print(title, soft_wrap=True, highlight=False, markup=False)
+        for key, value in facts:
+            console.print(f"{key}: {value}", soft_wrap=True, highlight=False, markup=False)
+        return
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in facts:
+        table.add_row(key, escape(value))
     console.print(table)
 
 
 def print_summary(console: Console, result) -> None:
     s = result.summary
     d = result.detector
-    table = Table(title="gscan summary", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    table.add_row("model", f"{d.card.name}, {d.card.precision} (sha256 {d.sha256[:16]}…)")
+    facts = [("model", f"{visible(d.card.name)}, {d.card.precision} (sha256 {d.sha256[:16]}…)")]
     if d.exact is not None:
-        table.add_row("near the threshold", f"fp32 (sha256 {d.exact.sha256[:16]}…) within "
-                                            f"{d.card.rescore_margin:g} log-odds")
+        facts.append(("near the threshold", f"fp32 (sha256 {d.exact.sha256[:16]}…) within "
+                                            f"{d.card.rescore_margin:g} log-odds"))
     if result.attributor:
         a = result.attributor
-        table.add_row("attribution", f"{a.card.name} (sha256 {a.sha256[:16]}…): {', '.join(a.card.classes)}")
-    table.add_row("device", f"{s.device} ({', '.join(d.providers)})")
-    table.add_row("threshold", f"{s.threshold:.4f}")
-    table.add_row("files", str(s.files))
-    table.add_row("real / fake / error", f"{s.real} / {s.fake} / {s.errors}")
+        facts.append(("attribution", f"{visible(a.card.name)} (sha256 {a.sha256[:16]}…): "
+                                     f"{', '.join(map(visible, a.card.classes))}"))
+    facts += [("device", f"{s.device} ({', '.join(d.providers)})"), ("threshold", f"{s.threshold:.4f}"),
+              ("files", str(s.files)), ("real / fake / error", f"{s.real} / {s.fake} / {s.errors}")]
     if not s.provenance_read:
-        table.add_row("provenance", "off (--provenance off): the model alone")
+        facts.append(("provenance", "off (--provenance off): the model alone"))
     elif s.declared:
-        table.add_row("provenance", f"{s.declared} declare generation in their metadata ({s.from_provenance} fake "
-                                    "by that alone: the model scored them real)")
-    if s.reused:
-        table.add_row("resumed", f"{s.reused} rows reused (same path, size and modification time), "
-                                 f"{s.files - s.reused} scanned")
+        facts.append(("provenance", f"{s.declared} declare generation in their metadata ({s.from_provenance} fake "
+                                    "by that alone: the model scored them real)"))
+    if s.reused or s.rescanned or s.kept_unseen or s.pruned:
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(s.rescan_reasons.items()))
+        facts.append(("resumed", f"{s.reused} rows reused, {s.files - s.reused - s.kept_unseen} scanned"
+                                 + (f" ({s.rescanned} earlier rows not reused: {why})" if s.rescanned else "")
+                                 + (f"; {s.kept_unseen} rows of files not found now kept as they were"
+                                    if s.kept_unseen else "")
+                                 + (f"; {s.pruned} rows of files not found now pruned" if s.pruned else "")))
     speed = f"{s.images_per_second:.1f} images/s" if s.files > s.reused else "nothing new scanned"
-    table.add_row("time", f"{s.seconds:.2f} s ({speed})")
+    facts.append(("time", f"{s.seconds:.2f} s ({speed})"))
     if result.report:
-        table.add_row("report", escape(visible(str(result.report))))
-    console.print(table)
+        facts.append(("report", visible(str(result.report)) + ("" if s.signed else " (rows unsigned: no report key)")))
+    print_facts(console, "gscan summary", facts)
 
 
 def print_models_json(console: Console, models) -> None:
@@ -138,10 +166,11 @@ def print_models(console: Console, models) -> None:
             quality = (f"val per-image accuracy {val.get('accuracy', float('nan')):.4f} as stored, "
                        f"{q75.get('accuracy', float('nan')):.4f} at JPEG q75")
         where = ("shipped" if m.shipped else f"yours: {m.path}") + ("; int8 variant for the CPU" if m.int8 else "")
-        console.print(escape(f"{c.name}  ({c.task}, {c.arch}, crop {c.tiling.crop}, up to {c.tiling.max_tiles} tiles; "
-                             f"{where})"), style="bold", soft_wrap=True)
-        console.print(escape(f"  classes: {', '.join(c.classes)}"), soft_wrap=True)
-        console.print(escape(f"  {quality}") + (escape(f"; companion {c.companion}") if c.companion else ""),
+        # names come from cards, which anyone can write: shown escaped, never as terminal sequences
+        console.print(escape(visible(f"{c.name}  ({c.task}, {c.arch}, crop {c.tiling.crop}, up to "
+                                     f"{c.tiling.max_tiles} tiles; {where})")), style="bold", soft_wrap=True)
+        console.print(escape(visible(f"  classes: {', '.join(c.classes)}")), soft_wrap=True)
+        console.print(escape(visible(f"  {quality}" + (f"; companion {c.companion}" if c.companion else ""))),
                       soft_wrap=True)
 
 

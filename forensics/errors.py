@@ -17,3 +17,7 @@ class DeviceError(GscanError):
 
 class DataError(GscanError):
     """A training or evaluation folder does not have the expected layout."""
+
+
+class GscanWarning(UserWarning):
+    """Something the user should know that does not stop the job (a model folder skipped); the CLI prints it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -114,6 +115,11 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
     # a fresh, unpredictably named file (O_EXCL), written through its descriptor and renamed into place: the
     # PNG's name is predictable (the sha256 of an upload), so nothing is ever opened by that name for writing
     fd, tmp = temporary_beside(path)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(encode_rgb_png(np.asarray(blended)))  # decoded pixels are always RGB
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(encode_rgb_png(np.asarray(blended)))  # decoded pixels are always RGB
+        os.replace(tmp, path)
+    except BaseException:  # a full disk leaves no half-written temporary behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -65,15 +66,27 @@ class TriagePage:
             self._spool.write(json.dumps(entry, ensure_ascii=True) + "\n")
             self.count += 1
 
+    def discard(self) -> None:
+        """The scan stopped (Ctrl-C, an error): no page, and no spool left behind."""
+        self._spool.close()
+        with contextlib.suppress(OSError):
+            self._spool_path.unlink()
+
     def close(self, facts: dict) -> None:
         self._spool.close()
         with open(self._spool_path, encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh]
         tmp = self.path.with_name(self.path.name + ".partial")
-        with create_new(tmp) as fh:
-            fh.write(render_page(rows, facts))
-        os.replace(tmp, self.path)  # replaces a link at the page's name, never writes through it
-        self._spool_path.unlink()
+        try:
+            with create_new(tmp) as fh:
+                fh.write(render_page(rows, facts))
+            os.replace(tmp, self.path)  # replaces a link at the page's name, never writes through it
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            self._spool_path.unlink()
 
 
 def render_page(rows: list[dict], facts: dict) -> str:

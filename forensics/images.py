@@ -119,35 +119,50 @@ def find_images(root: Path, skip: tuple[Path, ...] = ()) -> Iterator[Path]:
 
     Symlinks are listed (their decode reports a broken or looping link, or one that leaves root) but never
     followed into directories, so a link loop cannot make the walk run forever. Folders in `skip` (gscan's own
-    outputs inside the scanned tree) are not entered.
+    outputs inside the scanned tree, by real path) are not entered. The walk keeps its own stack, so a tree
+    thousands of levels deep is walked like a shallow one (os.walk recurses).
     """
     root = Path(root)
     if root.is_file() or (root.is_symlink() and not root.is_dir()) or (root.exists() and not root.is_dir()):
         yield root
         return
-    skipped = {os.path.abspath(p) for p in skip}
-    unlisted: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=lambda e: unlisted.append(
-            Path(e.filename) if e.filename else root)):
-        yield from _drain(unlisted)
-        base = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if os.path.abspath(base / d) not in skipped)
-        links = [d for d in dirnames if _is_link(base / d)]
-        for name in sorted(filenames + links):
-            path = base / name
-            try:
-                if path.is_symlink() and not path.exists():
-                    yield path  # broken link or loop: still a row, with the reason
-                elif (path.is_file() or path.is_symlink() or not path.is_dir()) and _looks_like_image(path):
-                    yield path
-            except OSError:
-                yield path  # a name the system cannot stat (too long): a row with the reason
-    yield from _drain(unlisted)
+    skipped = {os.path.realpath(p) for p in skip}
+    stack = [root]
+    while stack:
+        base = stack.pop()
+        try:
+            with os.scandir(base) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            yield Path(exc.filename) if exc.filename else base  # a folder that cannot be listed: a row
+            continue
+        folders, names = [], []
+        for entry in entries:
+            if _is_folder(entry) and not _is_link(base / entry.name):
+                folders.append(base / entry.name)
+            else:
+                names.append(entry.name)
+        yield from _candidates(base, names)
+        stack.extend(reversed([d for d in folders if os.path.realpath(d) not in skipped]))
 
 
-def _drain(items: list[Path]) -> Iterator[Path]:
-    while items:
-        yield items.pop(0)
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _candidates(base: Path, names: list[str]) -> Iterator[Path]:
+    for name in names:
+        path = base / name
+        try:
+            if path.is_symlink() and not path.exists():
+                yield path  # broken link or loop: still a row, with the reason
+            elif (path.is_file() or path.is_symlink() or not path.is_dir()) and _looks_like_image(path):
+                yield path
+        except OSError:
+            yield path  # a name the system cannot stat (too long): a row with the reason
 
 
 def _is_link(path: Path) -> bool:

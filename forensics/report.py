@@ -12,24 +12,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import GscanError
-from .outputs import create_new, open_in_place
-from .rows import COLUMNS, unknown_keys
+from .outputs import create_new, is_stdout, open_in_place, report_format
+from .integrity import DIGEST_COLUMN, row_digest
+from .rows import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, unknown_keys
 from .text import FORMULA_START, csv_safe
-
-FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-def is_stdout(path: Path | str | None) -> bool:
-    """`--report -`: JSON Lines on stdout."""
-    return path is not None and str(path) == "-"
-
-
-def report_format(path: Path) -> str:
-    try:
-        return FORMATS[Path(path).suffix.lower()]
-    except KeyError:
-        raise GscanError(f"report {path} must end in .csv, .json or .jsonl") from None
-
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, list):
@@ -43,10 +29,20 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _from_csv(value: str | None) -> str | None:
-    """Undo csv_safe's quote on the way back in (--resume matches paths as written)."""
-    if value and value.startswith("'") and value[1:].startswith(FORMULA_START):
+def _from_csv(key: str, value: str | None):
+    """A CSV cell typed as a fresh row has it: csv_safe's quote undone (--resume matches paths as written), empty
+    cells None, numbers numbers. A cell that does not parse stays text, for the resume checks to refuse."""
+    if value is None or value == "":
+        return None
+    if value.startswith("'") and value[1:].startswith(FORMULA_START):
         return value[1:]
+    try:
+        if key in INT_COLUMNS:
+            return int(value)
+        if key in FLOAT_COLUMNS:
+            return float(value)
+    except ValueError:
+        return value
     return value
 
 
@@ -74,6 +70,19 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def read_unfinished_rows(path: Path) -> list[dict]:
+    """The rows an interrupted atomic write (a resumed scan, or any JSON report) left in NAME.partial."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    if not partial.is_file():
+        return []
+    try:
+        rows = _parse_rows(partial.read_text(encoding="utf-8", errors="surrogateescape"), report_format(path), False)
+    except (ValueError, csv.Error):
+        return []  # an unfinished file that cannot be read gives nothing to reuse: those files are scanned again
+    return [r for r in rows if isinstance(r, dict) and r.get("path")]
+
+
 def _parse_rows(text: str, fmt: str, whole: bool) -> list:
     if fmt == "json" and whole:
         rows = json.loads(text)
@@ -86,7 +95,7 @@ def _parse_rows(text: str, fmt: str, whole: bool) -> list:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if text and "path" not in (reader.fieldnames or []):
             raise ValueError("no path column")
-        return [{k: _from_csv(v) for k, v in row.items()} for row in reader]
+        return [{k: _from_csv(k, v) for k, v in row.items()} for row in reader]
     rows = []
     for line in text.splitlines():
         line = line.strip().rstrip(",")
@@ -107,8 +116,9 @@ class ReportWriter:
     place on close, so the previous report stays intact until the new one is whole.
     """
 
-    def __init__(self, path: Path, atomic: bool = False):
+    def __init__(self, path: Path, atomic: bool = False, key: bytes | None = None):
         self.path = Path(path)
+        self.key = key  # rows get a row_digest under it (forensics/integrity.py); None: left empty
         self.to_stdout = is_stdout(self.path)
         self.format = "jsonl" if self.to_stdout else report_format(self.path)
         self.columns = COLUMNS
@@ -130,11 +140,15 @@ class ReportWriter:
             self._fh.write("[")
         self._fh.flush()
 
-    def write(self, rows: list[dict]) -> None:
+    def write(self, rows: list[dict], keep_digest: bool = False) -> None:
+        """Append rows. keep_digest: rows carried over unchanged keep the digest they had (a row whose digest
+        failed stays failing), instead of being signed anew."""
         for row in rows:
             extra = unknown_keys(row)
             if extra:  # a key outside the schema is a bug: never dropped silently
                 raise ValueError(f"row keys not in the report schema (rows.COLUMNS): {sorted(extra)}")
+            if not keep_digest:
+                row = {**row, DIGEST_COLUMN: row_digest(self.key, row, self.columns) if self.key else None}
             if self.format == "csv":
                 self._csv.writerow({k: _csv_value(row.get(k)) for k in self.columns})
             else:

@@ -23,8 +23,11 @@ COLUMNS = [
     "generator_top3", "notes",
     "cam_class", "cam_path", "cam_max",
     "model", "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings", "gscan_version",
-    "scanned_at",
+    "scanned_at", "row_digest",
 ]
+# how cells read back from CSV (all text) are typed again, so that a row read back equals the row written
+INT_COLUMNS = ("file_size", "width", "height", "tiles")
+FLOAT_COLUMNS = ("score", "threshold", "generator_score", "cam_max")
 # keys a row may carry for the triage page only (embedded thumbnails), never written to a report
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]
@@ -63,6 +66,11 @@ class ScanSummary:
     declared: int = 0  # rows whose metadata declares generation (labelled fake whatever the score)
     from_provenance: int = 0  # of those, rows the model alone would have called real
     provenance_read: bool = True  # False with --provenance off
+    signed: bool = True  # rows carry a row_digest (a report key was at hand)
+    rescanned: int = 0  # rows of the resumed report not reused: they failed a check (rescan_reasons says which)
+    rescan_reasons: dict[str, int] = field(default_factory=dict)
+    kept_unseen: int = 0  # rows of the resumed report whose files were not found now, kept as they were
+    pruned: int = 0  # such rows dropped with --prune
     seconds: float = 0.0
     device: str = "cpu"
     threshold: float = 0.5
@@ -72,7 +80,7 @@ class ScanSummary:
     def add(self, row: dict) -> None:
         """Count one finished row."""
         self.files += 1
-        self.tiles += int(row["tiles"] or 0)
+        self.tiles += row["tiles"] if isinstance(row.get("tiles"), int) else 0
         if row["status"] == "error":
             self.errors += 1
         else:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .card import CARD_METADATA_KEY, ModelCard
-from .errors import DeviceError, ModelError
+from .errors import DeviceError, GscanWarning, ModelError
 from .tiling import Preprocessing
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "exported_models"
@@ -32,6 +33,16 @@ def user_models_dir() -> Path:
 def model_dirs() -> list[Path]:
     """Searched in this order by --model NAME: your models first, then the shipped ones."""
     return [user_models_dir(), SHIPPED_MODELS_DIR]
+
+
+def _searchable(folder: Path) -> bool:
+    """Whether a model folder can be searched; one that cannot be read (a container whose HOME belongs to another
+    user) is skipped with a warning, never a traceback."""
+    try:
+        return folder.is_dir() and (os.listdir(folder) is not None)
+    except OSError as exc:
+        warnings.warn(GscanWarning(f"model folder {folder} skipped: {exc.strerror or exc}"), stacklevel=2)
+        return False
 
 
 def export_target(name_or_path: str) -> Path:
@@ -57,7 +68,7 @@ def _model_files() -> dict[str, Path]:
     variant is not a model of its own: a CPU scan of NAME picks it (cpu_variant)."""
     found: dict[str, Path] = {}
     for folder in reversed(model_dirs()):
-        if folder.is_dir():
+        if _searchable(folder):
             found.update({p.stem: p for p in sorted(folder.glob("*.onnx")) if not p.name.endswith(INT8_SUFFIX)})
     return found
 
@@ -198,7 +209,7 @@ class Detector:
         """The sha256 the JSON card beside the model names ("" for a file given by path without one); a mismatch
         means the file was swapped, and a model found by name must always carry its hash."""
         side = self.path.with_suffix(".json")
-        named = any(self.path.parent.resolve() == d.resolve() for d in model_dirs() if d.is_dir())
+        named = any(self.path.parent.resolve() == d.resolve() for d in model_dirs() if _searchable(d))
         if not side.is_file():
             if named:  # deleting the card cannot hide a swap
                 raise ModelError(f"{self.path.name} has no card {side.name} beside it naming its sha256: it cannot "

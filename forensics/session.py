@@ -7,15 +7,14 @@ import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from . import __version__
 from .engines.base import Engine
 from .errors import GscanError
 from .images import find_images
 from .options import ScanOptions
-from .rows import RowSink, ScanSummary, mtime_text
-from .runtime import Detector, sha256_file
+from .rows import RowSink, ScanSummary
+from .runtime import Detector
 from .text import path_text
 
 
@@ -25,32 +24,6 @@ class ScanResult:
     detector: Detector
     report: Path | None
     attributor: Detector | None = None
-
-
-def reusable_row(path: Path, previous: dict[str, dict], expected: dict[str, str]) -> dict | None:
-    """The earlier run's row for this file if its path, size and modification time are unchanged, it was made by
-    the same model and settings (`expected`: column -> value), and the file's sha256 still matches (hashed again:
-    far cheaper than inference, and a swapped file with its old mtime restored is caught)."""
-    row = previous.get(path_text(path))
-    if row is None or any(str(row.get(k) or "") != str(v) for k, v in expected.items()):
-        return None
-    try:
-        st = path.stat()
-        if str(row.get("file_size")) != str(st.st_size) or row.get("file_mtime") != mtime_text(st.st_mtime):
-            return None
-        return row if row.get("sha256") and sha256_file(path) == row["sha256"] else None
-    except OSError:
-        return None
-
-
-
-def resume_rows(previous: dict[str, dict], detector: Detector, attributor: Detector | None,
-                options: ScanOptions) -> Callable[[Path], dict | None]:
-    """reuse(path) for an engine: the earlier row of that file when it still holds (reusable_row)."""
-    threshold = options.threshold_for(detector.card)
-    expected = {"model_sha256": detector.sha256,
-                "scan_settings": options.settings_text(threshold, attributor.sha256 if attributor else None)}
-    return lambda path: reusable_row(path, previous, expected)
 
 
 def choose_engine(name: str, detector: Detector, attributor: Detector | None, options: ScanOptions,
@@ -95,15 +68,18 @@ def link_root(root: Path) -> Path | None:
 def scan_to_report(root: Path, models: list[str] | None = None, report: Path | None = None, device: str = "auto",
                    options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
                    resume: bool = False, html: Path | None = None, engine: str = "local",
-                   ray_address: str | None = None) -> ScanResult:
+                   ray_address: str | None = None, prune: bool = False) -> ScanResult:
     """Load the models, scan root and stream the rows into the report (if any), the page and on_rows.
 
-    resume: reuse the report's rows that still hold (same file content, model and settings), scan the rest, and
-    write the whole report anew in scan order (atomically: the old one stays until the new is whole).
+    resume: reuse the report's rows that still hold (forensics/resume.py), scan the rest, and write the whole
+    report anew in scan order (atomically: the old one stays until the new is whole). Rows of files no longer found
+    are kept as they were, after the others, unless prune.
     """
     from .html import TriagePage
-    from .outputs import ReportLock, check_outputs
-    from .report import ReportWriter, is_stdout, read_rows
+    from .integrity import report_key
+    from .outputs import ReportLock, check_outputs, is_stdout
+    from .report import ReportWriter
+    from .resume import Resume, earlier_rows
     from .runtime import load_detectors
 
     root = Path(root)
@@ -120,33 +96,71 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         if model is not None:
             model.check_contract(cams)
     chosen = choose_engine(engine, detector, attributor, options, resume, ray_address)
+    key = report_key() if report is not None else None
     with contextlib.ExitStack() as held:
         if report is not None and not is_stdout(report):
             held.enter_context(ReportLock(report))  # before reading it for --resume: one scan per report
-        reuse = resume_rows({row["path"]: row for row in read_rows(report)}, detector, attributor,
-                            options) if resume else None
-        writer = ReportWriter(report, atomic=resume) if report else None
+        resumed = Resume(earlier_rows(report), detector, attributor, options, key) if resume else None
+        writer = ReportWriter(report, atomic=resume, key=key) if report else None
         page = TriagePage(html) if html else None
+        sink = _sink(writer, page, on_rows)
+        seen: set[str] = set()
 
-        def sink(rows: list[dict]) -> None:
-            if writer:
-                writer.write(rows)
-            if page:
-                page.add(rows)
-            on_rows(rows)
+        def found():
+            for path in find_images(root, skip=options.skip):
+                seen.add(path_text(path))
+                yield path
 
         try:
-            summary = chosen.scan(find_images(root, skip=options.skip), sink, reuse)
+            summary = chosen.scan(found(), sink, resumed.reuse if resumed else None)
+            if resumed:
+                _carry_unseen(resumed, seen, summary, writer, page, on_rows, prune)
         except BaseException:
             if writer:
                 writer.close(complete=False)  # keep the valid prefix; never replace a report with an unfinished one
+            if page:
+                page.discard()
             raise
         if writer:
             writer.close()
     summary.provenance_read = options.provenance is not None
+    summary.signed = key is not None
     if page:
         card = detector.card
         page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,
                     "threshold": summary.threshold, "threshold_method": card.threshold_method,
                     "gscan_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return ScanResult(summary, detector, Path(report) if report else None, attributor)
+
+
+def _sink(writer, page, on_rows: RowSink) -> RowSink:
+    def sink(rows: list[dict], keep_digest: bool = False) -> None:
+        if writer:
+            try:
+                writer.write(rows, keep_digest=keep_digest)
+            except BrokenPipeError:
+                raise  # `--report - | head`: the CLI's quiet exit 141
+            except OSError as exc:  # a full disk: the rows written so far stay, and the user is told
+                raise GscanError(f"cannot write the report {writer.path}: {exc.strerror or exc}; the {writer.count} "
+                                 "rows written before stay in it") from None
+        if page:
+            page.add(rows)
+        on_rows(rows)
+
+    return sink
+
+
+def _carry_unseen(resumed, seen: set[str], summary: ScanSummary, writer, page, on_rows: RowSink,
+                  prune: bool) -> None:
+    """Rows of files the resumed scan did not find: kept unchanged (digest and all), or counted as pruned."""
+    unseen = resumed.unseen(seen)
+    summary.rescanned = sum(resumed.rejected.values())
+    summary.rescan_reasons = dict(resumed.rejected)
+    if prune:
+        summary.pruned = len(unseen)
+        return
+    if unseen:
+        _sink(writer, page, on_rows)(unseen, keep_digest=True)
+    for row in unseen:
+        summary.add(row)
+    summary.kept_unseen = len(unseen)

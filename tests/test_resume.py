@@ -17,7 +17,7 @@ from forensics.report import read_rows
 from forensics.synthetic import add_trace, natural_image, save
 
 REPO = Path(__file__).resolve().parents[1]
-VOLATILE = {"scanned_at"}
+VOLATILE = {"scanned_at", "row_digest"}  # the digest covers the time
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +73,16 @@ def test_resume_rescans_changed_files(many_images: Path, tiny_onnx: Path, tmp_pa
     invoke("dir", folder, "--model", tiny_onnx, "--report", report)
     before = {r["path"]: r for r in read_rows(report)}
     save(natural_image(np.random.default_rng(99), 80, 64), folder / "1.png")  # changed: new size and time
-    (folder / "2.png").unlink()  # gone: its row is dropped
-    invoke("dir", folder, "--model", tiny_onnx, "--report", report, "--resume")
+    (folder / "2.png").unlink()  # gone: its row is kept as it was, never dropped silently
+    result = invoke("dir", folder, "--model", tiny_onnx, "--report", report, "--resume")
     after = {r["path"]: r for r in read_rows(report)}
-    assert set(after) == {str(folder / "0.png"), str(folder / "1.png")}
+    assert list(after) == [str(folder / n) for n in ("0.png", "1.png", "2.png")]
     assert after[str(folder / "0.png")] == before[str(folder / "0.png")]  # reused as it was
+    assert after[str(folder / "2.png")] == before[str(folder / "2.png")]  # kept, digest and all
     assert after[str(folder / "1.png")]["sha256"] != before[str(folder / "1.png")]["sha256"]
+    assert "1 rows of files not found now kept" in " ".join(result.output.split())
+    invoke("dir", folder, "--model", tiny_onnx, "--report", report, "--resume", "--prune")
+    assert [r["path"] for r in read_rows(report)] == [str(folder / "0.png"), str(folder / "1.png")]
 
 
 def test_resume_needs_a_report(tiny_onnx: Path, tmp_path: Path):
