@@ -29,6 +29,7 @@ from forensics.images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
 FLAG = " "  # the metavar of an on/off flag: no "<bool>" beside it in --help
 EXIT_FLAGGED = 1
 EXIT_INTERNAL = 3  # a bug or an unexpected failure: never 1, which CI reads as "fake found"
+EXIT_CHANGED = 4  # gscan verify: rows changed since the scan wrote them
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended: never 1, which means "fake found"
 
@@ -233,6 +234,33 @@ def dir_command(
         print_summary(console, result)
     if (fail_on_fake and result.summary.fake) or (fail_on_error and result.summary.errors):
         raise typer.Exit(EXIT_FLAGGED)
+
+
+@app.command("verify")
+def verify_command(
+    report: Annotated[Path, typer.Argument(help="A report gscan wrote (.csv, .json or .jsonl).")],
+) -> None:
+    """List the rows of a report changed since gscan wrote them (each row's row_digest, under your report key).
+
+    Exit 0 when every row holds, 4 when any was changed, removed of its digest or forged, 2 when there is no
+    report or no key to check with."""
+    from forensics.integrity import KEY_ENV, changed_rows, key_file, report_key
+    from forensics.report import read_rows
+    from forensics.rows import COLUMNS
+
+    if not report.is_file():
+        raise GscanError(f"report {report} does not exist")
+    key = report_key(create=False)
+    if key is None:
+        raise GscanError(f"no report key to check with: set {KEY_ENV}, or use the machine whose {key_file()} "
+                         "signed the report")
+    rows = read_rows(report)
+    changed = changed_rows(rows, key, COLUMNS)
+    for row, why in changed:
+        out.print(escape(visible(f"changed: {row.get('path')}: {why}")), soft_wrap=True, highlight=False)
+    out.print(f"{len(rows)} rows, {len(rows) - len(changed)} intact, {len(changed)} changed", highlight=False)
+    if changed:
+        raise typer.Exit(EXIT_CHANGED)
 
 
 @app.command("models")

@@ -9,6 +9,9 @@ one shared ring and return only the file's facts; the main process copies each i
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -45,7 +48,22 @@ class TileSpec:
 _worker: dict = {}
 
 
+def _die_with_parent() -> None:
+    """A worker whose scan was killed (SIGKILL leaves no chance to shut the pool down) exits within a second
+    instead of blocking forever on its queue: its parent changing is the sign. Once every worker has gone, the
+    resource tracker unlinks the shared ring, so no segment outlives the scan."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gscan-parent-watch", daemon=True).start()
+
+
 def _init_worker(shm_name: str, slots: int, spec: TileSpec) -> None:
+    _die_with_parent()
     # Attaching registers the segment with the resource tracker again; workers share the parent's tracker, so
     # that is a no-op, and the parent's unlink at the end of the scan is the one that counts.
     shm = shared_memory.SharedMemory(name=shm_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from .png import png_damage
+from .prechecks import icon_decoded_bytes, icon_problem
 from .provenance import Provenance, ProvenanceSettings, read_provenance
 
 # We bound pixels ourselves (max_pixels) before decoding; PIL's own bomb check would raise mid-scan.
@@ -270,10 +272,16 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
         out.error = "empty file (0 bytes)"
         return out
     sniffed = sniff_format(data[:16])
+    if sniffed == "ICO" and (problem := icon_problem(data, max_pixels)):
+        out.format, out.error = "ICO", problem
+        return out
+    # Pillow decodes an icon inside open(): a large one is opened under the one-big-decode lock
+    big_icon = sniffed == "ICO" and icon_decoded_bytes(data) > _BIG_DECODE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
+            with _big_decodes if big_icon else contextlib.nullcontext():
+                img = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
             out.format = img.format or sniffed or ""
             out.width, out.height = img.size
             out.mode = img.mode

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import warnings
@@ -68,9 +69,13 @@ def _read_key(path: Path) -> bytes:
 def _canonical(row: dict, columns: list[str]) -> bytes:
     """The cells as typed values, one JSON text per column in schema order: the same for a row fresh from a scan
     and for that row read back from CSV, JSON or JSON Lines (report.read_rows types CSV cells again)."""
-    cells = [json.dumps(row.get(k), ensure_ascii=True, allow_nan=False, default=str) for k in columns
-             if k != DIGEST_COLUMN]
+    cells = [json.dumps(_finite(row.get(k)), ensure_ascii=True, default=str) for k in columns if k != DIGEST_COLUMN]
     return "\x1f".join(cells).encode("ascii")
+
+
+def _finite(value):
+    """As the report stores it: JSON has no NaN or Infinity, and CSV writes them empty."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def row_digest(key: bytes, row: dict, columns: list[str]) -> str:
@@ -86,3 +91,14 @@ def digest_holds(key: bytes | None, row: dict, columns: list[str]) -> bool:
         return hmac.compare_digest(stated, row_digest(key, row, columns))
     except (TypeError, ValueError):
         return False
+
+
+def changed_rows(rows: list[dict], key: bytes, columns: list[str]) -> list[tuple[dict, str]]:
+    """The rows whose digest does not hold under key, each with why: `gscan verify`'s answer."""
+    out = []
+    for row in rows:
+        if not row.get(DIGEST_COLUMN):
+            out.append((row, "no row_digest (written without a key, or removed)"))
+        elif not digest_holds(key, row, columns):
+            out.append((row, "row_digest does not match its cells (changed since it was written)"))
+    return out

@@ -32,6 +32,7 @@ FLOAT_COLUMNS = ("score", "threshold", "generator_score", "cam_max")
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]
 PROVENANCE_LABEL_NOTE = "label fake from provenance: the file's metadata declares generation"
+RESCORED_NOTE = "scored again in fp32: its int8 score lay near the threshold"
 NON_FINITE = "the model returned non-finite logits (NaN or infinity) for this image: no verdict"
 
 
@@ -125,14 +126,20 @@ class RowBuilder:
     def error(self, decoded: DecodedImage, reason: str | None = None) -> dict:
         return {**self.base(decoded), "status": "error", "error": reason or decoded.error}
 
-    def scored(self, decoded: DecodedImage, tile_logits: np.ndarray) -> tuple[dict, int | None]:
+    def scored(self, decoded: DecodedImage, tile_logits: np.ndarray,
+               rescored: bool = False) -> tuple[dict, int | None]:
         """The row and the index of the class it settles on (the class a heatmap explains); an error row and None
-        when the model's logits for the image are not finite (a broken model's NaN is never a "real")."""
+        when the model's logits for the image are not finite (a broken model's NaN is never a "real").
+        rescored: the fp32 partner of an int8 model scored the image again near the threshold; the row names both
+        models' sha256 (`int8+fp32`), since both shaped its score."""
         if not np.isfinite(tile_logits).all():
             return self.error(decoded, NON_FINITE), None
         card = self.detector.card
         probs = image_probabilities(tile_logits)
         row = {**self.base(decoded), "status": "ok", "error": None, "tiles": int(len(tile_logits))}
+        if rescored and self.detector.exact is not None:
+            row["model_sha256"] = f"{self.detector.sha256}+{self.detector.exact.sha256}"
+            row["notes"] = "; ".join(filter(None, [row["notes"], RESCORED_NOTE]))
         if card.task == "binary":
             score = float(probs[card.positive_index])
             row.update(score=score, label="fake" if score >= self.threshold else "real")

@@ -16,7 +16,6 @@ import numpy as np
 
 from .runtime import Detector
 
-RESCORED_NOTE = "scored again in fp32: its int8 score lay near the threshold"
 
 
 @dataclass

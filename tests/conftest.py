@@ -64,6 +64,14 @@ def _quiet_threads():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _report_key(tmp_path_factory):
+    """Reports are signed with a key made for the test session, never the tester's own."""
+    os.environ["GSCAN_REPORT_KEY_FILE"] = str(tmp_path_factory.mktemp("config") / "report.key")
+    os.environ.pop("GSCAN_REPORT_KEY", None)
+    yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _user_models(tmp_path_factory):
     """Models a test exports by name go to a temporary user model folder, never the tester's own."""
     os.environ["GSCAN_MODELS"] = str(tmp_path_factory.mktemp("user-models"))

@@ -29,9 +29,10 @@ def test_quantize_writes_a_variant_that_a_cpu_scan_of_the_name_runs(tiny_onnx: P
     invoke("dir", binary_data["val"], "--model", "tiny8", "--report", by_name, "--device", "cpu")
     invoke("dir", binary_data["val"], "--model", home / "tiny8.onnx", "--report", by_path, "--device", "cpu")
     int8_rows, fp32_rows = read_rows(by_name), read_rows(by_path)
-    assert {r["model_sha256"] for r in int8_rows} == {card["onnx_sha256"]}
-    assert {r["model_sha256"] for r in fp32_rows} == {json.loads(tiny_onnx.with_suffix(".json").read_text())[
-        "onnx_sha256"]}
+    fp32_sha = json.loads(tiny_onnx.with_suffix(".json").read_text())["onnx_sha256"]
+    # int8 rows name the int8 model, and its fp32 partner too where that scored them again near the threshold
+    assert {r["model_sha256"] for r in int8_rows} <= {card["onnx_sha256"], f"{card['onnx_sha256']}+{fp32_sha}"}
+    assert {r["model_sha256"] for r in fp32_rows} == {fp32_sha}
     a = np.array([r["score"] for r in fp32_rows])
     b = np.array([r["score"] for r in int8_rows])
     assert len(a) == len(b) == 32 and np.corrcoef(a, b)[0, 1] > 0.9
@@ -59,7 +60,7 @@ def _quantized_pair(tiny_onnx: Path, calibrate: Path, name: str, *margin: str) -
 def test_images_near_the_threshold_get_the_fp32_models_score(tiny_onnx: Path, binary_data, tmp_path: Path):
     """A margin wider than any score: every row is the fp32 model's, to the last digit, and says so; margin 0:
     none is, and the scores are int8's own."""
-    from forensics.scoring import RESCORED_NOTE
+    from forensics.rows import RESCORED_NOTE
 
     fp32 = tmp_path / "fp32.jsonl"
     invoke("dir", binary_data["val"], "--model", tiny_onnx, "--report", fp32, "--device", "cpu")
@@ -73,7 +74,10 @@ def test_images_near_the_threshold_get_the_fp32_models_score(tiny_onnx: Path, bi
                         tmp_path / f"{name}.jsonl", "--device", "cpu").output
         assert ("within 100 log-odds" in output) == (name == "wide")  # the summary names the fp32 partner
         rows = read_rows(tmp_path / f"{name}.jsonl")
-        assert len(rows) == 32 and {r["model_sha256"] for r in rows} == {card["onnx_sha256"]}
+        # every model that shaped a score is named: the int8 model, and its fp32 partner where it scored again
+        both = f"{card['onnx_sha256']}+{card['metrics']['int8']['fp32_sha256']}"
+        assert len(rows) == 32 and {r["model_sha256"] for r in rows} == {both if name == "wide" else
+                                                                        card["onnx_sha256"]}
         noted = [RESCORED_NOTE in (r["notes"] or "") for r in rows]
         assert all(noted) if name == "wide" else not any(noted)
         scores[name] = {r["path"]: r["score"] for r in rows}

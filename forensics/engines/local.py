@@ -20,7 +20,7 @@ from ..errors import ModelError
 from ..html import previews
 from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
-from ..scoring import RESCORED_NOTE, score_images
+from ..scoring import score_images
 from ..rows import RowBuilder, RowSink, ScanSummary, image_probabilities
 from ..runtime import Detector
 
@@ -36,6 +36,26 @@ def auto_workers() -> int:
 def auto_batch_size(device: str) -> int:
     """Enough tiles to amortise a call: 32 on CPU (larger batches gained nothing on 2 cores), 128 on CUDA."""
     return 128 if device == "cuda" else 32
+
+
+MAX_BATCH_BYTES = 64 * 1024 * 1024  # input tiles of one inference call: a large crop means fewer tiles, not more GB
+MAX_IN_FLIGHT_BYTES = 512 * 1024 * 1024  # tiles of images decoded ahead of inference
+
+
+def tile_bytes(detector: Detector) -> int:
+    crop = detector.card.tiling.crop
+    return 3 * crop * crop * 4
+
+
+def bounded_batch(batch_size: int, detector: Detector) -> int:
+    """The batch in tiles, bounded by bytes: a card's crop of 1024 px gets 5 tiles a call, not 32."""
+    return max(1, min(batch_size, MAX_BATCH_BYTES // tile_bytes(detector)))
+
+
+def bounded_window(workers: int, detector: Detector) -> int:
+    """Images decoded ahead of inference, bounded by the bytes their tiles may take."""
+    per_image = tile_bytes(detector) * detector.card.tiling.max_tiles
+    return max(2, min(workers * 4, MAX_IN_FLIGHT_BYTES // per_image))
 
 
 @dataclass
@@ -156,8 +176,8 @@ class BatchRunner:
             elif failure:
                 rows.append(self.builder.error(p.decoded, failure))
             else:
-                logits, cams = outputs[id(p)]
-                row, cls = self.builder.scored(p.decoded, logits)
+                logits, cams, rescored = outputs[id(p)]
+                row, cls = self.builder.scored(p.decoded, logits, rescored)
                 row.update(p.previews)
                 if cls is None:  # non-finite logits: an error row, no heatmap or attribution
                     rows.append(row)
@@ -178,17 +198,15 @@ class BatchRunner:
         self.waiting.append((rows, writes))
         self._release(block=len(self.waiting) > 2)
 
-    def _infer(self, scored: list[Prepared]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    def _infer(self, scored: list[Prepared]) -> dict[int, tuple[np.ndarray, np.ndarray | None, bool]]:
         """Each item's tile logits (and maps), under the card's policies (forensics/scoring.py); a row's `tiles`
         says how many were scored, and its heatmap is drawn where they were."""
         results = score_images(self.detector, [p.tiles for p in scored], self.builder.threshold,
                                with_cams=self.heatmaps.dir is not None)
         out = {}
         for p, result in zip(scored, results):
-            out[id(p)] = (result.logits, result.cams)
+            out[id(p)] = (result.logits, result.cams, result.rescored)
             p.origins = p.origins[:len(result.logits)]
-            if result.rescored:
-                p.decoded.notes.append(RESCORED_NOTE)
         return out
 
     def _release(self, block: bool) -> None:
@@ -255,7 +273,8 @@ class LocalEngine:
                                      detector.card.tiling.crop, pool.submit)
             settings = options.settings_text(threshold, attributor.sha256 if attributor else None)
             runner = BatchRunner(detector, RowBuilder(detector, threshold, settings),
-                                 options.batch_size or auto_batch_size(detector.device), count, heatmaps,
+                                 bounded_batch(options.batch_size or auto_batch_size(detector.device), detector),
+                                 count, heatmaps,
                                  Attribution(attributor) if attributor else None)
             for item in self._prepared(paths, reuse or (lambda path: None), pool, workers):
                 summary.reused += item.reused is not None
@@ -279,4 +298,4 @@ class LocalEngine:
             row = reuse(path)
             return Prepared(None, reused=row) if row else prepare(path, detector, options, attributor)
 
-        yield from _bounded_map(pool, work, paths, window=workers * 4)
+        yield from _bounded_map(pool, work, paths, window=bounded_window(workers, detector))

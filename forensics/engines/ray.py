@@ -22,7 +22,7 @@ from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
 from ..provenance import Provenance
 from ..rows import RowBuilder, RowSink, ScanSummary
-from ..scoring import RESCORED_NOTE, score_images
+from ..scoring import score_images
 from ..runtime import Detector
 from ..text import path_text
 from ..tiling import Preprocessing
@@ -90,9 +90,7 @@ class ScanActor:
                                    provenance=_provenance(batch["provenance"][i]),
                                    **{k: _plain(batch[k][i]) for k in FACT_FIELDS})
             if i in results:
-                if results[i].rescored:
-                    decoded.notes.append(RESCORED_NOTE)
-                rows.append(self.builder.scored(decoded, results[i].logits)[0])
+                rows.append(self.builder.scored(decoded, results[i].logits, results[i].rescored)[0])
             else:
                 rows.append(self.builder.error(decoded))
         return {"row": rows}
