@@ -61,7 +61,7 @@ def _save_trace() -> str:
 
     text = traceback.format_exc()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    folders = []
+    folders = [Path(os.environ["GSCAN_LOG_DIR"])] if os.environ.get("GSCAN_LOG_DIR") else []
     try:
         from platformdirs import user_log_path
 

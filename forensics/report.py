@@ -168,12 +168,18 @@ class ReportWriter:
             return
         if self._fh.closed:
             return
-        if self.format == "json" and complete:
+        if not complete:  # the scan failed, perhaps on a full disk: keep what reached it, raise nothing new
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            return
+        if self.format == "json":
             self._fh.write("\n]\n" if self.count else "]\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        if self._target != self.path and complete:
+        if self._target != self.path:
             os.replace(self._target, self.path)
 
     def __enter__(self) -> "ReportWriter":

@@ -136,12 +136,13 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
 def _sink(writer, page, on_rows: RowSink) -> RowSink:
     def sink(rows: list[dict], keep_digest: bool = False) -> None:
         if writer:
+            before = writer.count
             try:
                 writer.write(rows, keep_digest=keep_digest)
             except BrokenPipeError:
                 raise  # `--report - | head`: the CLI's quiet exit 141
             except OSError as exc:  # a full disk: the rows written so far stay, and the user is told
-                raise GscanError(f"cannot write the report {writer.path}: {exc.strerror or exc}; the {writer.count} "
+                raise GscanError(f"cannot write the report {writer.path}: {exc.strerror or exc}; the {before} "
                                  "rows written before stay in it") from None
         if page:
             page.add(rows)

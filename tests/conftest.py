@@ -67,6 +67,7 @@ def _quiet_threads():
 def _report_key(tmp_path_factory):
     """Reports are signed with a key made for the test session, never the tester's own."""
     os.environ["GSCAN_REPORT_KEY_FILE"] = str(tmp_path_factory.mktemp("config") / "report.key")
+    os.environ["GSCAN_LOG_DIR"] = str(tmp_path_factory.mktemp("logs"))  # crash traces
     os.environ.pop("GSCAN_REPORT_KEY", None)
     yield
 
