@@ -105,3 +105,15 @@ def test_models_lists_shipped_models():
     result = invoke("models")
     for info in list_models():
         assert info.card.name in result.output
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject's package list takes every package of the repository: a subpackage left out installs a gscan
+    that fails at import (CI installs the project, not the checkout)."""
+    tomllib = pytest.importorskip("tomllib")
+    from setuptools import find_packages
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    on_disk = {str(p.parent.relative_to(REPO)).replace(os.sep, ".") for top in ("forensics", "cli", "exported_models")
+               for p in (REPO / top).rglob("__init__.py")}
+    assert on_disk == set(find_packages(str(REPO), include=include))
