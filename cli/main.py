@@ -26,9 +26,10 @@ from forensics.extras import require_extra
 from forensics.text import visible
 from forensics.images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
 
+from .entry import EXIT_INTERNAL  # 3: a bug or an unexpected failure, never 1, which CI reads as "fake found"
+
 FLAG = " "  # the metavar of an on/off flag: no "<bool>" beside it in --help
 EXIT_FLAGGED = 1
-EXIT_INTERNAL = 3  # a bug or an unexpected failure: never 1, which CI reads as "fake found"
 EXIT_CHANGED = 4  # gscan verify: rows changed since the scan wrote them
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process that SIGPIPE ended: never 1, which means "fake found"

@@ -403,3 +403,12 @@ def test_outputs_never_imports_report():
 
     tree = ast.parse((REPO / "forensics" / "outputs.py").read_text())
     assert "report" not in {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+
+def test_a_broken_install_exits_3_not_1():
+    """A module missing from an install fails at import, before the CLI runs: still one line and exit 3."""
+    code = "import sys\nsys.modules['forensics.images'] = None\nsys.argv = ['gscan', '-V']\nfrom cli.entry import run\nrun()"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 3 and out.stderr.startswith("internal error: gscan could not start")
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,19 @@
+"""The `gscan` console script: the CLI imported inside a guard, so that even a broken install (a module missing
+from the wheel, a native library that will not load) exits 3 with one line, never 1 ("fake found") with a
+traceback."""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_INTERNAL = 3
+
+
+def run() -> None:
+    try:
+        from cli.main import run as main
+    except Exception as exc:  # noqa: BLE001 - nothing of gscan is loaded yet to report it otherwise
+        sys.stderr.write(f"internal error: gscan could not start: {type(exc).__name__}: {exc} (exit "
+                         f"{EXIT_INTERNAL}; reinstall gscan)\n")
+        raise SystemExit(EXIT_INTERNAL) from None
+    main()
