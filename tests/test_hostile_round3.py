@@ -301,6 +301,12 @@ def test_an_icon_holding_a_huge_png_is_refused_before_decoding(tiny_onnx: Path, 
     rows = rows_of_scan(folder, tiny_onnx, tmp_path)
     assert rows["huge.ico"]["status"] == "error" and "more than --max-pixels" in rows["huge.ico"]["error"]
     assert time.perf_counter() - started < 30
+    code = ("from forensics.images import decode_file\n"  # VmHWM: ru_maxrss would count the forking parent's pages
+            f"d = decode_file({str(folder / 'huge.ico')!r})\n"
+            "print(d.error and next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert 0 < int(out.stdout.strip()) < 300 * 1024, out  # peak KB: the 3.6 GB decode never happens
 
 
 def rows_of_scan(folder: Path, model: Path, tmp_path: Path, *extra) -> dict[str, dict]:
