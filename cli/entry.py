@@ -11,7 +11,7 @@ EXIT_INTERNAL = 3
 
 def run() -> None:
     try:
-        from cli.main import run as main
+        from .main import run as main  # relative: the package is cli in a checkout, forensics.cli installed
     except Exception as exc:  # noqa: BLE001 - nothing of gscan is loaded yet to report it otherwise
         sys.stderr.write(f"internal error: gscan could not start: {type(exc).__name__}: {exc} (exit "
                          f"{EXIT_INTERNAL}; reinstall gscan)\n")

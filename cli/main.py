@@ -90,8 +90,43 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _python_showwarning(message, category, filename, lineno, file, line)
 
 
+def _metavar(param) -> str:
+    """PATH, N, X, TEXT or [a|b], from the parameter's annotation (a list's element type)."""
+    from enum import Enum
+    from typing import get_args
+
+    annotation = param.type_descriptor.annotation
+    if getattr(param.type_descriptor, "is_list", False) and get_args(annotation):
+        annotation = get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "[" + "|".join(str(c.value) for c in annotation) + "]"
+    return {int: "N", float: "X", Path: "PATH", str: "TEXT"}.get(annotation, "VALUE")
+
+
+def _plain_metavars(command) -> None:
+    """Help in the words of the usual Unix tool (PATH, N, [a|b]), never Typer's `{path}`, `<int range>`,
+    `<list[Path]>` or `-h <bool>`: each parameter's type label is replaced on the instance."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) or not hasattr(param, "type_descriptor"):
+            continue
+        shown = param.metavar or _metavar(param)
+        if param.param_type_name == "argument":
+            shown = (param.metavar or param.name.upper()) + ("..." if param.nargs == -1 else "")
+            param._usage_display_name = lambda shown=shown: shown
+            param._rich_display_name = lambda shown=shown: shown
+            param.display_type_rich = param.display_type = lambda ctx=None, **kw: ""
+        else:
+            param.display_type_rich = param.display_type = lambda ctx=None, shown=shown, **kw: shown
+
+
 class GscanGroup(TyperGroup):
     """The one place a GscanError becomes a message and exit 2, and an unexpected exception one line and exit 3."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _plain_metavars(command)
+        return command
 
     def invoke(self, ctx):
         warnings.showwarning = _show_warning
@@ -118,6 +153,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 
@@ -173,7 +209,7 @@ def dir_command(
                                                     "folder (default: an error row).")] = False,
     html: Annotated[Optional[Path], typer.Option(metavar="FILE",
                                                  help="Write a self-contained triage page (HTML) here.")] = None,
-    engine: Annotated[Engine, typer.Option(help="local (in-process) or ray (Ray Data; needs gscan\\[ray]).")
+    engine: Annotated[Engine, typer.Option(help="local (in-process) or ray (Ray Data; needs gscan-forensics[ray]).")
                       ] = Engine.local,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default a local cluster.")] = None,
     cam_dir: Annotated[Optional[Path], typer.Option(metavar="DIR",
@@ -184,6 +220,9 @@ def dir_command(
         "Reuse the report's rows that still hold (digest verified; same file size, modification time and sha256; "
         "same model and scan_settings; valid cells; heatmap present when asked for); scan the rest. Rows of files "
         "no longer found are kept."))] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar=FLAG, help="Replace an existing report (without "
+                                                                               "it, or --resume, one is refused).")
+                         ] = False,
     prune: Annotated[bool, typer.Option("--prune", metavar=FLAG, help="With --resume: drop the rows of files no "
                                                                        "longer found instead of keeping them.")
                      ] = False,
@@ -216,6 +255,7 @@ def dir_command(
     with ScanProgress(err, path, enabled=not quiet) as progress:
         try:
             result = scan_to_report(path, model, report, device.value, options, resume=resume, html=html, prune=prune,
+                                    overwrite=overwrite,
                                     engine=engine.value, ray_address=ray_address,
                                     on_rows=lambda rows: (progress.advance(rows),
                                                           shown.extend(rows[: 50 - len(shown)])))
@@ -233,7 +273,14 @@ def dir_command(
         if report is None and html is None and shown:
             print_rows(out, shown, result.summary.files)
         print_summary(console, result)
-    if (fail_on_fake and result.summary.fake) or (fail_on_error and result.summary.errors):
+    s = result.summary
+    failed = [f"{s.fake} scored fake (--fail-on-fake)"] if fail_on_fake and s.fake else []
+    failed += [f"{s.errors} could not be scored (--fail-on-error)"] if fail_on_error and s.errors else []
+    if failed:
+        # even with -q, a failed CI job's log says why (stderr, one line)
+        where = f"; rows in {result.report}" if result.report and not to_stdout else ""
+        err.print(escape(visible(f"gscan: exit {EXIT_FLAGGED}: of {s.files} files, {' and '.join(failed)}{where}")),
+                  soft_wrap=True, highlight=False)
         raise typer.Exit(EXIT_FLAGGED)
 
 
@@ -393,6 +440,10 @@ def export_command(
 
         quantize_exported(target, [int8_from])
         out.print(escape(f"and its int8 variant for the CPU, {target.name[:-5]}.int8.onnx"), soft_wrap=True)
+    from forensics.card import quality_warnings
+
+    for problem in quality_warnings(card):
+        err.print(f"[yellow]warning:[/] {escape(visible(problem))}", highlight=False, soft_wrap=True)
     parity = card.metrics["export"]
     out.print(escape(f"exported {target} ({card.precision}, sha256 {card.onnx_sha256[:16]}…, parity "
                      f"{parity.get('parity_max_abs_logits_fp16', parity['parity_max_abs_logits']):.1e})"),
@@ -401,7 +452,8 @@ def export_command(
 
 @app.command("quantize")
 def quantize_command(
-    model: Annotated[Path, typer.Argument(help="Exported fp32 model (.onnx with its NAME.json beside it).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Exported fp32 model: a name (yours or shipped) or an "
+                                                                ".onnx file with its NAME.json beside it.")],
     calibrate: Annotated[list[Path], typer.Option(metavar="DIR", help="Images to calibrate activations on (real "
                                                                       "ones and fakes, as the model will see "
                                                                       "them); repeatable.")],
@@ -413,8 +465,13 @@ def quantize_command(
     """Write NAME.int8.onnx beside the model: int8 for the CPU provider, which a CPU scan of NAME then runs,
     with the fp32 model answering for the images near the threshold."""
     _train_side("gscan quantize")
+    from forensics.runtime import resolve_model
     from forensics.training.quantize import quantize_exported
 
+    model = resolve_model(str(model))  # a model name, or a path that must exist (exit 2, not a traceback)
+    for folder in calibrate:
+        if not folder.is_dir():
+            raise GscanError(f"--calibrate {folder} is not a folder of images")
     card = quantize_exported(model, calibrate, images, rescore_margin)
     error = card.metrics["int8"]["log_odds_error"]
     out.print(escape(f"wrote the int8 variant of {model} ({card.metrics['int8']['calibration']}; largest int8 "
@@ -464,6 +521,9 @@ def cam_command(
     _train_side("gscan cam")
     from forensics.training.gradcam import explain_images
 
+    for image in images:
+        if not image.exists() and not image.is_symlink():
+            raise GscanError(f"image {image} does not exist")
     results = explain_images(checkpoint, images, out_path, layer, all_layers, target, method.value)
     for r in results:
         out.print(escape(f"{r.image}: class '{r.target}' at {', '.join(r.layers)} -> {r.out}"), soft_wrap=True)

@@ -74,7 +74,7 @@ def print_rows(console: Console, rows: list[dict], total: int) -> None:
     """The verdicts: a table on a terminal; piped or in CI, one tab-separated line per row, never wrapped, so that
     what a log holds does not depend on a terminal's width."""
     title = "verdicts" + (f" (first {len(rows)} of {total}; use --report for all)" if total > len(rows) else "")
-    columns = ("path", "label", "score", "generator", "tiles", "status / error")
+    columns = ("path", "label", "score (- threshold)", "generator", "tiles", "status / error")
     cells = [_row_cells(r) for r in rows]
     if not console.is_terminal:
         console.print("\t".join(columns), soft_wrap=True, highlight=False, markup=False)
@@ -92,7 +92,8 @@ def print_rows(console: Console, rows: list[dict], total: int) -> None:
 
 def _row_cells(r: dict) -> list[str]:
     # file names and errors are data: never markup, and never terminal control sequences
-    score = "" if r["score"] is None else f"{r['score']:.4f}"
+    # the raw score beside its distance to the threshold: 0.9742 reads as "fake" until one sees -0.0050
+    score = "" if r["score"] is None else f"{r['score']:.4f} ({r['score'] - r['threshold']:+.4f})"
     status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
     generator = f"{r['generator']} ({r['generator_score']:.2f})" if r.get("generator") else ""
     return [visible(r["path"]), r["label"] or "", score, generator, str(r["tiles"] or ""), visible(status)]
@@ -153,6 +154,8 @@ def print_models_json(console: Console, models) -> None:
 
 
 def print_models(console: Console, models) -> None:
+    from forensics.card import quality_warnings, worst_source
+
     """A few lines per model (a wide table would cut names off on narrow terminals)."""
     if not models:
         console.print("no models found")
@@ -160,8 +163,12 @@ def print_models(console: Console, models) -> None:
         c = m.card
         val, q75 = c.metrics.get("val", {}), c.metrics.get("val_jpeg75", {})
         if c.task == "binary":
+            worst = worst_source(c)
             quality = (f"val ROC-AUC {val.get('roc_auc', float('nan')):.4f} as stored, "
-                       f"{q75.get('roc_auc', float('nan')):.4f} at JPEG q75; threshold {c.threshold:.4f}")
+                       f"{q75.get('roc_auc', float('nan')):.4f} at JPEG q75"
+                       + (f" (worst source {worst[1]}: {worst[2]:.3f}"
+                          f"{' at q75' if worst[0] == 'val_jpeg75' else ''})" if worst else "")
+                       + f"; threshold {c.threshold:.4f}")
         else:
             quality = (f"val per-image accuracy {val.get('accuracy', float('nan')):.4f} as stored, "
                        f"{q75.get('accuracy', float('nan')):.4f} at JPEG q75")
@@ -172,6 +179,8 @@ def print_models(console: Console, models) -> None:
         console.print(escape(visible(f"  classes: {', '.join(c.classes)}")), soft_wrap=True)
         console.print(escape(visible(f"  {quality}" + (f"; companion {c.companion}" if c.companion else ""))),
                       soft_wrap=True)
+        for problem in quality_warnings(c):
+            console.print(escape(visible(f"  warning: {problem}")), style="yellow", soft_wrap=True)
 
 
 class TrainProgress:

@@ -177,3 +177,35 @@ def validate_card(d: dict[str, Any]) -> list[str]:
         if key in d and not isinstance(d[key], kind):
             problems.append(f"{key} must be a {kind.__name__}")
     return problems
+
+
+def worst_source(card: ModelCard) -> tuple[str, str, float] | None:
+    """The card's lowest per-source ROC-AUC (a source against the other class), as stored or at JPEG q75:
+    (condition, source, value), or None when the card measured none."""
+    found = []
+    for condition in ("val", "val_jpeg75"):
+        for source, row in (card.metrics.get(condition, {}).get("per_source") or {}).items():
+            value = row.get("roc_auc_vs_other_class") if isinstance(row, dict) else None
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                found.append((value, condition, source))
+    if not found:
+        return None
+    value, condition, source = min(found)
+    return condition, source, float(value)
+
+
+def quality_warnings(card: ModelCard) -> list[str]:
+    """What the card's own measurements say against trusting the model: below-chance ROC-AUC, a saturated
+    threshold (every image on one side), a source it ranks backwards."""
+    warnings = []
+    for condition in ("val", "val_jpeg75"):
+        auc = card.metrics.get(condition, {}).get("roc_auc")
+        if isinstance(auc, (int, float)) and auc < 0.5:
+            warnings.append(f"{card.name}'s card measures ROC-AUC {auc:.2f} ({condition}): below chance")
+    if card.task == "binary" and not 1e-4 < card.threshold < 1 - 1e-4:
+        warnings.append(f"{card.name}'s threshold {card.threshold:.4f} is saturated: nearly every image falls on "
+                        "one side of it")
+    worst = worst_source(card)
+    if worst and worst[2] < 0.5:
+        warnings.append(f"{card.name} ranks {worst[1]} backwards ({worst[0]} ROC-AUC {worst[2]:.2f})")
+    return warnings

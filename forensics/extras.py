@@ -6,21 +6,24 @@ from importlib import import_module
 
 from .errors import GscanError
 
-# the import names each extra provides (pyproject.toml's [project.optional-dependencies])
+DISTRIBUTION = "gscan-forensics"  # the name pip installs gscan by ("gscan" on PyPI is another project)
+# what each extra installs: import name -> the distribution pip installs it from (pyproject.toml's
+# [project.optional-dependencies])
 EXTRAS = {
-    "train": ("torch", "timm", "safetensors", "onnx", "sklearn", "matplotlib", "pytorch_grad_cam"),
-    "ray": ("ray",),
+    "train": {"torch": "torch", "timm": "timm", "safetensors": "safetensors", "onnx": "onnx",
+              "sklearn": "scikit-learn", "matplotlib": "matplotlib", "pytorch_grad_cam": "grad-cam"},
+    "ray": {"ray": "ray[data]"},
 }
 
 
 def missing_modules(extra: str) -> list[str]:
-    """The extra's modules that do not import (absent, or broken); the command imports them next anyway."""
+    """The distributions of the extra whose modules do not import (absent, or broken), by the names pip knows."""
     missing = []
-    for name in EXTRAS[extra]:
+    for module, distribution in EXTRAS[extra].items():
         try:
-            import_module(name)
+            import_module(module)
         except ImportError:
-            missing.append(name)
+            missing.append(distribution)
     return missing
 
 
@@ -29,4 +32,4 @@ def require_extra(extra: str, what: str) -> None:
     missing = missing_modules(extra)
     if missing:
         raise GscanError(f"{what} needs the {extra} extra (missing: {', '.join(missing)}): "
-                         f"pip install 'gscan[{extra}]'")
+                         f"pip install '{DISTRIBUTION}[{extra}]'")

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .card import CARD_METADATA_KEY, ModelCard
+from .card import CARD_METADATA_KEY, ModelCard, quality_warnings
 from .errors import DeviceError, GscanWarning, ModelError
 from .tiling import Preprocessing
 
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "exported_models"
+# exported_models/ beside forensics/ in a checkout; installed, it is the subpackage forensics.exported_models
+_HERE = Path(__file__).resolve().parent
+SHIPPED_MODELS_DIR = next((d for d in (_HERE / "exported_models", _HERE.parent / "exported_models") if d.is_dir()),
+                          _HERE.parent / "exported_models")
 DEFAULT_MODEL = "gscan-binary-effnetlite0"
 USER_MODELS_ENV = "GSCAN_MODELS"
 
@@ -305,6 +308,8 @@ def open_detector(path: Path, device: str = "auto", intra_threads: int = 0) -> D
     """A Detector; an int8 variant whose card has a rescore_margin comes with the fp32 model it was quantized
     from (NAME.onnx beside it, the sha256 its card names), which scores the images near the threshold again."""
     detector = Detector(path, device=device, intra_threads=intra_threads)
+    for problem in quality_warnings(detector.card):
+        warnings.warn(GscanWarning(problem), stacklevel=2)
     if detector.card.rescore_margin > 0:
         detector.exact = _exact_model(detector, device, intra_threads)
     return detector

@@ -4,13 +4,15 @@ the report and the triage page, run the engine, close what it opened."""
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__
 from .engines.base import Engine
-from .errors import GscanError
+from .errors import GscanError, GscanWarning
 from .images import find_images
 from .options import ScanOptions
 from .rows import RowSink, ScanSummary
@@ -68,7 +70,7 @@ def link_root(root: Path) -> Path | None:
 def scan_to_report(root: Path, models: list[str] | None = None, report: Path | None = None, device: str = "auto",
                    options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
                    resume: bool = False, html: Path | None = None, engine: str = "local",
-                   ray_address: str | None = None, prune: bool = False) -> ScanResult:
+                   ray_address: str | None = None, prune: bool = False, overwrite: bool = False) -> ScanResult:
     """Load the models, scan root and stream the rows into the report (if any), the page and on_rows.
 
     resume: reuse the report's rows that still hold (forensics/resume.py), scan the rest, and write the whole
@@ -89,8 +91,15 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
     options = options.replace(skip=check_outputs(root, report, html, options.cam_dir))
     if resume and (report is None or is_stdout(report)):
         raise GscanError("--resume needs --report FILE: the report to resume")
+    if report is not None and not is_stdout(report) and not (resume or overwrite) and os.path.lexists(report):
+        raise GscanError(f"report {report} exists: --overwrite replaces it, --resume continues it (its rows are "
+                         "never replaced silently)")
     # a card's companion is a convenience of the local engine, not a requirement: Ray does not load it
     detector, attributor = load_detectors(models, device, companion=engine != "ray")
+    if engine == "ray" and attributor is None and detector.card.companion:
+        warnings.warn(GscanWarning(f"--engine ray does not run attribution: {detector.card.name}'s companion "
+                                   f"{detector.card.companion} is not loaded, so rows carry no generator (use "
+                                   "--engine local for it)"), stacklevel=2)
     for model, cams in ((detector, options.wants_cams()), (detector.exact, options.wants_cams()),
                         (attributor, False)):
         if model is not None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import invoke
+from forensics.errors import GscanError
 from forensics import __version__
 from forensics.report import COLUMNS
 from forensics.synthetic import add_trace, natural_image, save
@@ -108,12 +109,29 @@ def test_models_lists_shipped_models():
 
 
 def test_every_package_is_in_the_wheel():
-    """pyproject's package list takes every package of the repository: a subpackage left out installs a gscan
-    that fails at import (CI installs the project, not the checkout)."""
+    """pyproject lists every package of the repository, under the one top-level name the wheel installs: a
+    subpackage left out installs a gscan that fails at import (CI installs the project, not the checkout)."""
     tomllib = pytest.importorskip("tomllib")
-    from setuptools import find_packages
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = {folder: package for package, folder in setuptools["package-dir"].items()}
+    on_disk = set()
+    for top in ("forensics", "cli", "exported_models"):
+        for init in (REPO / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO).parts
+            on_disk.add(".".join([mapped.get(parts[0], parts[0]), *parts[1:]]))
+    assert on_disk == set(setuptools["packages"])
+    assert {p.split(".")[0] for p in setuptools["packages"]} == {"forensics"}  # no generic top-level names
 
-    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    on_disk = {str(p.parent.relative_to(REPO)).replace(os.sep, ".") for top in ("forensics", "cli", "exported_models")
-               for p in (REPO / top).rglob("__init__.py")}
-    assert on_disk == set(find_packages(str(REPO), include=include))
+
+def test_messages_name_the_distribution_pip_installs(monkeypatch):
+    """`gscan` on PyPI is another project: every install hint names gscan-forensics, by pip's names."""
+    import forensics.extras as extras
+
+    tomllib = pytest.importorskip("tomllib")
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"] == extras.DISTRIBUTION
+    monkeypatch.setattr(extras, "import_module", lambda name: (_ for _ in ()).throw(ImportError(name)))
+    with pytest.raises(GscanError) as caught:
+        extras.require_extra("train", "gscan train")
+    message = str(caught.value)
+    assert "pip install 'gscan-forensics[train]'" in message and "scikit-learn" in message
+    assert "grad-cam" in message and "sklearn" not in message and "pytorch_grad_cam" not in message

@@ -39,7 +39,7 @@ def png_with_chunk(kind: bytes, data: bytes, good_crc: bool = True) -> bytes:
 
 def scan_rows(folder: Path, model: Path, tmp: Path, *extra, expect: int = 0) -> dict[str, dict]:
     report = tmp / "rows.jsonl"
-    invoke("dir", folder, "--model", model, "--report", report, *extra, expect=expect)
+    invoke("dir", folder, "--model", model, "--report", report, "--overwrite", *extra, expect=expect)
     return {Path(r["path"]).name: r for r in read_rows(report)}
 
 

@@ -256,7 +256,7 @@ def test_cam_dir_that_cannot_be_made_or_is_the_root_exits_2_before_scanning(tiny
     args = ("dir", folder, "--model", tiny_onnx, "--report", report, "--cam-dir", tmp_path / "sublink", "--cam-for",
             "all")
     invoke(*args)
-    invoke(*args)  # heatmaps written through a link into the scanned folder are not scanned as evidence
+    invoke(*args, "--overwrite")  # heatmaps written through a link into the scanned folder are not scanned
     assert len(read_rows(report)) == 4
 
 

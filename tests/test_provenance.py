@@ -48,7 +48,7 @@ def evidence(ca, tmp_path_factory) -> Path:
 
 def scan(folder: Path, tmp_path: Path, *extra, expect: int = 0) -> dict[str, dict]:
     report = tmp_path / "out.jsonl"
-    invoke("dir", folder, "--report", report, "--threshold", 1.0, "-q", *extra, expect=expect)
+    invoke("dir", folder, "--report", report, "--threshold", 1.0, "-q", "--overwrite", *extra, expect=expect)
     return {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
 
 

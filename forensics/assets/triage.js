@@ -29,6 +29,12 @@
     });
   }
 
+  // the raw score's distance to the threshold: 0.9742 reads as "fake" until one sees it is below 0.9792
+  function margin(score) {
+    const d = score - data.threshold;
+    return (d >= 0 ? "+" : "") + d.toFixed(4) + " vs threshold " + data.threshold.toFixed(4);
+  }
+
   function verdictOf(r) { return r.status === "error" ? "error" : r.label; }
 
   function card(r) {
@@ -51,7 +57,7 @@
       bar.appendChild(fill);
       bar.title = "score " + r.score.toFixed(4);
       c.appendChild(bar);
-      c.appendChild(el("div", "score", "score " + r.score.toFixed(4)));
+      c.appendChild(el("div", "score", "score " + r.score.toFixed(4) + " (" + margin(r.score) + ")"));
     }
     if (r.provenance) {
       const badge = el("div", "prov " + r.provenance, "metadata: " + r.provenance);
@@ -90,7 +96,8 @@
       body.appendChild(el("div", "provdetail", "provenance: " + (r.provenance || "no kind") + " · " +
         visible(r.provenance_detail || "")));
     }
-    body.appendChild(el("div", "meta", verdictOf(r) + (r.score != null ? " · score " + r.score.toFixed(4) : "") +
+    body.appendChild(el("div", "meta", verdictOf(r) + (r.score != null ? " · score " + r.score.toFixed(4) + " (" +
+      margin(r.score) + ")" : "") +
       " · sha256 " + (r.sha256 || "-") + (r.error ? " · " + visible(r.error) : "") + (r.notes ? " · " + visible(r.notes) : "")));
     view.hidden = false;
   }
