@@ -40,3 +40,36 @@ def test_an_existing_report_is_refused_unless_overwrite_or_resume(tiny_onnx: Pat
     assert len(read_rows(report)) == 5  # untouched
     invoke("dir", small, "--model", tiny_onnx, "--report", report, "-q", "--overwrite")
     assert len(read_rows(report)) == 2
+
+
+def test_a_model_whose_card_says_it_is_poor_is_warned_about(tiny_onnx: Path, tmp_path: Path):
+    from test_hostile_round3 import crafted_model
+
+    card = __import__("json").loads(tiny_onnx.with_suffix(".json").read_text())
+    metrics = {**card["metrics"], "val": {**card["metrics"].get("val", {}), "roc_auc": 0.43}}
+    model = crafted_model(tmp_path, tiny_onnx, "poor", "sound", {"threshold": 1.0, "metrics": metrics})
+    result = invoke("dir", images(tmp_path / "in", 1), "--model", model)
+    assert "warning: poor's card measures ROC-AUC 0.43 (val): below chance" in result.output
+    assert "threshold 1.0000 is saturated" in result.output
+    shipped = invoke("models").output
+    assert "worst source fake/" in shipped and "warning" not in shipped  # the shipped models are not below chance
+
+
+def test_help_reads_like_a_unix_tool():
+    for command in ("dir", "train", "eval", "export", "synth", "cam", "quantize", "attach", "verify"):
+        text = invoke(command, "-h").output
+        assert "<bool>" not in text and "{" not in text.split("\n", 2)[1] and "<int" not in text, command
+        assert "<list[" not in text and "<path>" not in text, command
+    assert "Usage: gscan dir [OPTIONS] PATH" in invoke("dir", "-h").output
+
+
+def test_quantize_and_cam_say_what_is_missing(tmp_path: Path):
+    import pytest
+
+    pytest.importorskip("torch")
+    result = invoke("quantize", "no-such-model", "--calibrate", tmp_path, expect=2)
+    assert "no model named 'no-such-model'" in result.output
+    result = invoke("quantize", tmp_path / "missing.onnx", "--calibrate", tmp_path, expect=2)
+    assert "does not exist" in result.output
+    result = invoke("cam", tmp_path / "missing.jpg", "--checkpoint", tmp_path, "--out", tmp_path / "o.png", expect=2)
+    assert "image" in result.output and "does not exist" in result.output
