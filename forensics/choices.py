@@ -27,6 +27,11 @@ class CamFor(str, Enum):
     none = "none"
 
 
+class Tiles(str, Enum):
+    card = "card"  # the card's tiling policy (at most max_tiles, adaptive where it says so)
+    all = "all"  # every tile of the grid: the verdict and the heatmap cover the whole image
+
+
 class Switch(str, Enum):
     on = "on"
     off = "off"

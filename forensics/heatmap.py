@@ -11,6 +11,7 @@ from PIL import Image
 
 from .outputs import temporary_beside
 from .png import encode_rgb_png
+from .tiling import coverage
 
 MAX_DISPLAY_SIDE = 384  # overlays of larger images are scaled down for display (the row's notes say so)
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -59,7 +60,7 @@ def display_scale(height: int, width: int) -> float:
 
 
 _LUT = inferno(np.linspace(0.0, 1.0, 256))
-LEGEND_HEIGHT = 34
+LEGEND_HEIGHT = 58
 
 
 def overlay(pixels: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -78,24 +79,88 @@ def overlay_image(image: Image.Image, heat: np.ndarray, peak: float | None = Non
     return Image.blend(image, colour.convert("RGB"), 0.5)
 
 
-def with_legend(image: Image.Image, cam_max: float, cam_class: str) -> Image.Image:
-    """The heatmap with a strip below it: the colour scale from 0 to the map's raw peak (the row's cam_max), and
-    the class the map explains."""
+def examined_mask(origins: list[tuple[int, int]], crop: int, height: int, width: int, scale: float) -> np.ndarray:
+    """True where a scored tile lies, at display size."""
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    mask = np.zeros((h, w), bool)
+    side = max(1, round(crop * scale))
+    for y, x in origins:
+        mask[round(y * scale):round(y * scale) + side, round(x * scale):round(x * scale) + side] = True
+    return mask
+
+
+def mark_unexamined(shown: Image.Image, plain: Image.Image, mask: np.ndarray) -> Image.Image:
+    """Pixels no scored tile covered: the image greyed and hatched, so that they never read as "cold" (no
+    evidence) when they were never looked at."""
+    if mask.all():
+        return shown
+    grey = np.asarray(plain.convert("L"), np.float32) * 0.5 + 110
+    yy, xx = np.indices(mask.shape)
+    grey[(yy + xx) % 8 < 2] = 70  # diagonal hatching
+    out = np.asarray(shown).copy()
+    out[~mask] = np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)[~mask]
+    return Image.fromarray(out)
+
+
+def outline_tiles(image: Image.Image, origins: list[tuple[int, int]], crop: int, scale: float) -> Image.Image:
+    """A thin line around each scored tile: where two tiles meet, a jump in the map is the tiles' seam, and
+    shows as one, not as a feature of the image."""
+    from PIL import ImageDraw
+
+    draw, side = ImageDraw.Draw(image), max(1, round(crop * scale))
+    for y, x in origins:
+        x0, y0 = round(x * scale), round(y * scale)
+        draw.rectangle((x0, y0, x0 + side - 1, y0 + side - 1), outline=(150, 150, 150))
+    return image
+
+
+def _wrapped(text: str, width: int, measure) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if line and measure(candidate) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return lines + [line] if line else lines
+
+
+def _legend_lines(width: int, cam_max: float, cam_class: str, examined: float) -> list[str]:
     from PIL import ImageDraw, ImageFont
 
+    font, measure = ImageFont.load_default(), ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    words = (f"Brighter: more evidence for '{cam_class}', relative to this image's peak (raw {cam_max:.3g}). "
+             f"{examined:.0%} of the image examined" + ("; hatched: not examined." if examined < 1 else "."))
+    return _wrapped(words, width - 8, lambda t: measure(t, font=font))
+
+
+def legend_height(width: int, cam_max: float, cam_class: str, examined: float = 1.0) -> int:
+    """Rows of pixels the legend adds below an image of this width: the scale, then the words, wrapped."""
+    return LEGEND_HEIGHT + 13 * max(0, len(_legend_lines(width, cam_max, cam_class, examined)) - 2)
+
+
+def with_legend(image: Image.Image, cam_max: float, cam_class: str, examined: float = 1.0) -> Image.Image:
+    """The heatmap with a strip below it: the colour scale from 0 to this image's peak, what the colour means in
+    words (wrapped to the image's width), the raw peak (the row's cam_max, comparable across images), and how
+    much of the image was examined."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
     width = max(image.width, 160)
-    out = Image.new("RGB", (width, image.height + LEGEND_HEIGHT), (255, 255, 255))
+    lines = _legend_lines(width, cam_max, cam_class, examined)
+    out = Image.new("RGB", (width, image.height + legend_height(width, cam_max, cam_class, examined)),
+                    (255, 255, 255))
     out.paste(image, (0, 0))
     bar_w = width - 8
     bar = Image.fromarray(np.repeat(_LUT[None, np.linspace(0, 255, bar_w).astype(int)], 10, axis=0))
     out.paste(bar, (4, image.height + 3))
-    draw, font = ImageDraw.Draw(out), ImageFont.load_default()
+    draw = ImageDraw.Draw(out)
     y = image.height + 15
     draw.text((4, y), "0", fill=(0, 0, 0), font=font)
-    label = f"Grad-CAM for '{cam_class}'"
-    draw.text(((width - draw.textlength(label, font=font)) / 2, y), label, fill=(0, 0, 0), font=font)
-    peak = f"{cam_max:.3g}"
-    draw.text((width - 4 - draw.textlength(peak, font=font), y), peak, fill=(0, 0, 0), font=font)
+    draw.text((width - 4 - draw.textlength("peak", font=font), y), "peak", fill=(0, 0, 0), font=font)
+    for i, line in enumerate(lines):
+        draw.text((4, y + 13 * (i + 1)), line, fill=(0, 0, 0), font=font)
     return out
 
 
@@ -111,7 +176,9 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
         # reducing_gap: an integer box reduction first, then bilinear; a quarter of the time, same look on screen
         image = image.resize((heat.shape[1], heat.shape[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
     cam_max = float(np.maximum(tile_cams, 0).max())  # the row's cam_max: the legend's top is that value
-    blended = with_legend(orient(overlay_image(image, heat, cam_max), orientation), cam_max, cam_class)
+    mask = examined_mask(origins, crop, height, width, scale)
+    shown = outline_tiles(mark_unexamined(overlay_image(image, heat, cam_max), image, mask), origins, crop, scale)
+    blended = with_legend(orient(shown, orientation), cam_max, cam_class, coverage(origins, crop, height, width))
     # a fresh, unpredictably named file (O_EXCL), written through its descriptor and renamed into place: the
     # PNG's name is predictable (the sha256 of an upload), so nothing is ever opened by that name for writing
     fd, tmp = temporary_beside(path)

@@ -22,7 +22,7 @@ THUMB_SIDE = 160
 VIEW_SIDE = 480
 ASSETS = Path(__file__).resolve().parent / "assets"
 ROW_KEYS = ("path", "status", "error", "sha256", "label", "score", "notes", "cam_class", "cam_max", "generator",
-            "generator_score", "provenance", "provenance_detail")
+            "generator_score", "provenance", "provenance_detail", "tiles", "coverage")
 
 
 def jpeg_b64(image: Image.Image, side: int, quality: int = 80) -> str:

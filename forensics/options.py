@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .choices import CamFor, Decode
+from .choices import CamFor, Decode, Tiles
 from .errors import GscanError
 from .images import DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_PIXELS
 from .provenance import ProvenanceSettings
@@ -24,6 +24,7 @@ class ScanOptions:
     cam_for: CamFor = CamFor.fake
     decode: Decode = Decode.threads  # processes: tiles back through shared memory; no heatmaps or thumbnails
     follow_links: bool = False  # score files reached through links that leave the scanned folder
+    tiles: Tiles = Tiles.card  # all: every tile of the grid (local engine, decode threads)
     provenance: ProvenanceSettings | None = ProvenanceSettings()  # None: metadata not read (--provenance off)
     # set by the session from the other things asked for (the page, the folder), never by hand
     previews: bool = False  # embed-ready thumbnails for the triage page
@@ -34,6 +35,7 @@ class ScanOptions:
         try:
             object.__setattr__(self, "cam_for", CamFor(self.cam_for))
             object.__setattr__(self, "decode", Decode(self.decode))
+            object.__setattr__(self, "tiles", Tiles(self.tiles))
         except ValueError as exc:
             raise GscanError(str(exc)) from None
         if self.batch_size < 0 or self.workers < 0 or self.max_pixels < 1 or self.max_file_size < 1:
@@ -54,6 +56,7 @@ class ScanOptions:
     def needs(self) -> set[str]:
         """The engine capabilities these options need (see engines.base.CAPABILITIES)."""
         needed = {"heatmaps"} if self.wants_cams() else set()
+        needed |= {"all-tiles"} if self.tiles == Tiles.all else set()
         return needed | ({"previews"} if self.previews else set())
 
     def settings_text(self, threshold: float, attribution_sha256: str | None) -> str:
@@ -61,7 +64,7 @@ class ScanOptions:
         cams = self.cam_for.value if self.cam_dir is not None else "none"
         return (f"threshold={threshold!r};attribution={(attribution_sha256 or 'none')[:16]};"
                 f"max_pixels={self.max_pixels};max_file_size={self.max_file_size};"
-                f"follow_links={int(self.follow_links)};cams={cams};"
+                f"follow_links={int(self.follow_links)};cams={cams};tiles={self.tiles.value};"
                 f"{self.provenance.key() if self.provenance else 'provenance=off'}")
 
     def read_limits(self) -> dict:

@@ -54,6 +54,8 @@ def cell_problem(row: dict, classes: list[str], binary: bool, threshold: float) 
         return "tiles is not a whole number of at least 1"
     if not _number(row.get("score"), 0.0, 1.0) or row.get("label") not in classes:
         return "score or label out of range"
+    if row.get("coverage") is not None and not _number(row.get("coverage"), 0.0, 1.0):
+        return "coverage out of range"
     if row.get("provenance") not in PROVENANCE_KINDS:
         return "an unknown provenance"
     if binary:

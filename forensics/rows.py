@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 COLUMNS = [
     "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",
-    "label", "score", "threshold", "tiles", "provenance", "provenance_detail", "generator", "generator_score",
+    "label", "score", "threshold", "tiles", "coverage", "provenance", "provenance_detail", "generator", "generator_score",
     "generator_top3", "notes",
     "cam_class", "cam_path", "cam_max",
     "model", "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings", "gscan_version",
@@ -27,7 +27,7 @@ COLUMNS = [
 ]
 # how cells read back from CSV (all text) are typed again, so that a row read back equals the row written
 INT_COLUMNS = ("file_size", "width", "height", "tiles")
-FLOAT_COLUMNS = ("score", "threshold", "generator_score", "cam_max")
+FLOAT_COLUMNS = ("score", "threshold", "coverage", "generator_score", "cam_max")
 # keys a row may carry for the triage page only (embedded thumbnails), never written to a report
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]

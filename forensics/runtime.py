@@ -201,6 +201,7 @@ class Detector:
         self.card.onnx_sha256 = expected or self.sha256
         self._staging: np.ndarray | None = None  # CUDA input batches are assembled here
         self.exact: Detector | None = None  # an int8 variant's fp32 model, for images near the threshold
+        self.all_tiles = False  # --tiles all: every tile of the grid, no adaptive tiling
 
     def _read_card(self) -> ModelCard:
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -230,7 +231,7 @@ class Detector:
     @property
     def preprocessing(self) -> Preprocessing:
         """How this model's input tiles are made, from its card."""
-        return Preprocessing.from_card(self.card)
+        return Preprocessing.from_card(self.card, self.all_tiles)
 
     @property
     def device(self) -> str:

@@ -45,7 +45,7 @@ def score_images(detector: Detector, tiles: list[np.ndarray], threshold: float,
     """Each image's tile logits (and maps, if asked) under the card's adaptive tiling and rescore margin."""
     card = detector.card
     binary = card.task == "binary"
-    first = card.tiling.first_tiles if binary else 0
+    first = card.tiling.first_tiles if binary and not detector.all_tiles else 0
     scores = _run(detector, [t[:first] if first else t for t in tiles], with_cams)
     if first:
         more = [i for i, (t, s) in enumerate(zip(tiles, scores)) if len(t) > first
@@ -64,10 +64,20 @@ def score_images(detector: Detector, tiles: list[np.ndarray], threshold: float,
     return scores
 
 
+MAX_CALL_BYTES = 64 * 1024 * 1024  # one image with every tile (--tiles all) runs in calls of at most this input
+
+
 def _run(detector: Detector, parts: list[np.ndarray], with_cams: bool) -> list[ImageScores]:
-    """One call for all the parts; each part's rows back."""
+    """One call for all the parts (several when they hold more than MAX_CALL_BYTES); each part's rows back."""
     if not parts:
         return []
-    logits, cams = detector.run(parts, with_cams=with_cams)
+    batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    step = max(1, MAX_CALL_BYTES // max(1, batch[0].nbytes)) if len(batch) else 1
+    if len(batch) <= step:
+        logits, cams = detector.run(parts, with_cams=with_cams)
+    else:
+        runs = [detector.run(batch[i:i + step], with_cams=with_cams) for i in range(0, len(batch), step)]
+        logits = np.concatenate([r[0] for r in runs])
+        cams = None if runs[0][1] is None else np.concatenate([r[1] for r in runs])
     bounds = np.cumsum([0, *map(len, parts)])
     return [ImageScores(logits[a:b], None if cams is None else cams[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]

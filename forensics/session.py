@@ -100,6 +100,9 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         warnings.warn(GscanWarning(f"--engine ray does not run attribution: {detector.card.name}'s companion "
                                    f"{detector.card.companion} is not loaded, so rows carry no generator (use "
                                    "--engine local for it)"), stacklevel=2)
+    detector.all_tiles = options.tiles.value == "all"
+    if detector.exact is not None:
+        detector.exact.all_tiles = detector.all_tiles
     for model, cams in ((detector, options.wants_cams()), (detector.exact, options.wants_cams()),
                         (attributor, False)):
         if model is not None:

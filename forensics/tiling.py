@@ -36,6 +36,35 @@ def _origins(height: int, width: int, crop: int, max_tiles: int, first: int) -> 
     return tuple(origins)
 
 
+def coverage(origins: list[tuple[int, int]], crop: int, height: int, width: int) -> float:
+    """The share of the image's pixels inside the tiles at these origins (tiles may overlap at the edges with
+    --tiles all): their union, measured on the grid of the tiles' own edges."""
+    if not origins or height <= 0 or width <= 0:
+        return 0.0
+    ys = np.unique(np.clip([0, height, *[y for y, _ in origins], *[y + crop for y, _ in origins]], 0, height))
+    xs = np.unique(np.clip([0, width, *[x for _, x in origins], *[x + crop for _, x in origins]], 0, width))
+    covered = np.zeros((len(ys) - 1, len(xs) - 1), bool)
+    for y, x in origins:
+        covered[np.searchsorted(ys, y):np.searchsorted(ys, min(y + crop, height)),
+                np.searchsorted(xs, x):np.searchsorted(xs, min(x + crop, width))] = True
+    area = np.outer(np.diff(ys), np.diff(xs))
+    return float(area[covered].sum() / (height * width))
+
+
+def covering_starts(size: int, crop: int) -> list[int]:
+    """Crop starts along one side that leave no pixel out: the grid, then one more crop flush with the far edge
+    (rounded down to the 8-pixel JPEG grid, so its blocks keep their phase; it may overlap the last)."""
+    starts = list(range(0, max(1, size - crop + 1), crop))
+    if size > crop and starts[-1] + crop < size:
+        starts.append(max(starts[-1] + JPEG_BLOCK, (size - crop) // JPEG_BLOCK * JPEG_BLOCK))
+    return starts
+
+
+def covering_origins(height: int, width: int, crop: int) -> list[tuple[int, int]]:
+    """Every tile of the grid plus the edge tiles (--tiles all): the whole image, up to 7 pixels at an edge."""
+    return [(y, x) for y in covering_starts(height, crop) for x in covering_starts(width, crop)]
+
+
 def _grid_offset(size: int, n: int, crop: int) -> int:
     spare = max(0, size - n * crop)
     return (spare // 2) // JPEG_BLOCK * JPEG_BLOCK
@@ -58,11 +87,13 @@ def normalise_batch(patches: np.ndarray, mean, std) -> np.ndarray:
     return out
 
 
-def cut_patches(pixels: np.ndarray, policy: TilingPolicy) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The uint8 crops (N x crop x crop x 3, zero-filled past a small image's edge) and their origins."""
+def cut_patches(pixels: np.ndarray, policy: TilingPolicy,
+                all_tiles: bool = False) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The uint8 crops (N x crop x crop x 3, zero-filled past a small image's edge) and their origins: the card's
+    tiles, or with all_tiles every tile that covers the image."""
     h, w = pixels.shape[:2]
-    origins = tile_origins(h, w, policy)
     crop = policy.crop
+    origins = covering_origins(h, w, crop) if all_tiles else tile_origins(h, w, policy)
     patches = np.zeros((len(origins), crop, crop, 3), dtype=np.uint8)
     for i, (y, x) in enumerate(origins):
         patch = pixels[y:y + crop, x:x + crop]
@@ -93,18 +124,20 @@ class Preprocessing:
     policy: TilingPolicy
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    all_tiles: bool = False  # --tiles all: every tile of the grid, whatever the card's max_tiles
 
     @classmethod
-    def from_card(cls, card) -> "Preprocessing":
-        return cls(card.tiling, tuple(card.mean), tuple(card.std))
+    def from_card(cls, card, all_tiles: bool = False) -> "Preprocessing":
+        return cls(card.tiling, tuple(card.mean), tuple(card.std), all_tiles)
 
     def tiles(self, pixels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Normalised tiles (N x 3 x crop x crop float32) and their origins."""
-        return extract_tiles(pixels, self.policy, self.mean, self.std)
+        patches, origins = self.patches(pixels)
+        return self.normalise(patches, *pixels.shape[:2]), origins
 
     def patches(self, pixels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """The first half of tiles(), for engines that cut in one process and normalise in another."""
-        return cut_patches(pixels, self.policy)
+        return cut_patches(pixels, self.policy, self.all_tiles)
 
     def normalise(self, patches: np.ndarray, height: int, width: int) -> np.ndarray:
         """The second half of tiles()."""
@@ -114,7 +147,7 @@ class Preprocessing:
         """The same tiles, normalised alike, as `other`; adaptive tiling's first_tiles and margin only say which
         of them are scored first, so two models that differ there can share one image's tiles."""
         def tile_set(p: "Preprocessing") -> tuple:
-            return (replace(p.policy, first_tiles=0, margin=0.0), p.mean, p.std)
+            return (replace(p.policy, first_tiles=0, margin=0.0), p.mean, p.std, p.all_tiles)
         return tile_set(self) == tile_set(other)
 
     @property

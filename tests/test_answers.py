@@ -73,3 +73,24 @@ def test_quantize_and_cam_say_what_is_missing(tmp_path: Path):
     assert "does not exist" in result.output
     result = invoke("cam", tmp_path / "missing.jpg", "--checkpoint", tmp_path, "--out", tmp_path / "o.png", expect=2)
     assert "image" in result.output and "does not exist" in result.output
+
+
+def test_coverage_says_how_much_was_examined_and_tiles_all_examines_everything(tiny_onnx: Path, tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(natural_image(np.random.default_rng(5), 256, 300)).save(folder / "wide.png")
+    cams = tmp_path / "cams"
+    invoke("dir", folder, "--model", tiny_onnx, "--report", tmp_path / "card.jsonl", "--cam-dir", cams,
+           "--cam-for", "all", "-q")
+    row = read_rows(tmp_path / "card.jsonl")[0]
+    assert row["tiles"] == 4 and row["coverage"] == round(4 * 64 * 64 / (256 * 300), 4)  # the card's 4 of 64 px
+    heat = np.asarray(Image.open(row["cam_path"])).astype(int)
+    unexamined = heat[:256 * 384 // 300 // 2, 2]  # the left edge: outside every tile of a 2 x 2 spread
+    assert (np.abs(unexamined[:, 0] - unexamined[:, 1]) < 2).all() and (unexamined.std(axis=0) > 20).all()  # grey hatch
+    invoke("dir", folder, "--model", tiny_onnx, "--report", tmp_path / "all.jsonl", "--tiles", "all", "-q")
+    everything = read_rows(tmp_path / "all.jsonl")[0]
+    # 4 rows x (4 grid + 1 edge) columns; the edge tile keeps the 8-pixel JPEG grid, so at most 7 columns stay out
+    assert everything["tiles"] == 4 * 5 and everything["coverage"] == round(1 - 4 / 300, 4)
+    assert "tiles=all" in everything["scan_settings"]
+    result = invoke("dir", folder, "--model", tiny_onnx, "--tiles", "all", "--decode", "processes", expect=2)
+    assert "all-tiles" in result.output

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH, TINY_CROP, invoke
-from forensics.heatmap import LEGEND_HEIGHT, MAX_DISPLAY_SIDE, heatmap_canvas
+from forensics.heatmap import MAX_DISPLAY_SIDE, heatmap_canvas, legend_height
 from forensics.images import decode_file
 from forensics.runtime import Detector
 from forensics.tiling import extract_tiles
@@ -124,7 +124,7 @@ def test_one_png_per_selected_image_named_by_hash(quadrant_model, tmp_path: Path
         assert path.parent == cams and path.name == f"{row['sha256']}.png"
         w, h = sizes[row["path"]]
         shown_w, shown_h = Image.open(path).size
-        shown_h -= LEGEND_HEIGHT  # the colour scale below the image
+        shown_h -= legend_height(shown_w, row["cam_max"], row["cam_class"], row["coverage"])  # the scale below
         if max(w, h) <= MAX_DISPLAY_SIDE:
             assert (shown_w, shown_h) == (max(w, 160), h)
         else:
@@ -168,7 +168,7 @@ def test_the_whole_map_is_drawn_with_a_legend_of_its_raw_scale():
     assert (drawn[:, :100] < 150).all()  # zeros are drawn dark, not left as the raw image
     assert (drawn[:, -1, 0] > drawn[:, 101, 0] + 60).all()  # the peak is bright
     legend = np.asarray(with_legend(Image.fromarray(drawn.astype(np.uint8)), 2.5, "fake")).astype(int)
-    assert legend.shape == (64 + LEGEND_HEIGHT, 200, 3)
+    assert legend.shape == (64 + legend_height(200, 2.5, "fake"), 200, 3)
     bar = legend[64 + 6, 4:196]
     lut = inferno(np.array([0.0, 1.0])).astype(int)
     assert np.abs(bar[0] - lut[0]).max() <= 3 and np.abs(bar[-1] - lut[1]).max() <= 3

@@ -99,7 +99,8 @@ def test_page_in_a_real_browser(page, tmp_path: Path):
         tab.locator("#grid .card").first.click()
         assert tab.locator("#view-body img").count() == 2  # the image and its heatmap
         caption = tab.locator("#view-body figcaption").all_inner_texts()[1]
-        assert f"Grad-CAM for class '{fakes[0]['cam_class']}'" in caption and "scale 0 to" in caption
+        assert f"more evidence for '{fakes[0]['cam_class']}'" in caption and "raw peak" in caption
+        assert "of the image examined" in caption
         tab.screenshot(path=str(tmp_path / "triage.png"), full_page=True)
         browser.close()
     assert alerts == [] and (tmp_path / "triage.png").stat().st_size > 10_000

@@ -79,8 +79,10 @@
     body.replaceChildren();
     body.appendChild(el("div", "path", visible(r.path)));
     const pics = el("div", "pics");
-    const explained = "heatmap: Grad-CAM for class '" + (r.cam_class || "") + "', scale 0 to " +
-      (r.cam_max != null ? r.cam_max.toPrecision(3) : "?") + " (the map's raw peak)";
+    const examined = r.coverage != null ? Math.round(100 * r.coverage) + "% of the image examined (" + r.tiles +
+      " tiles)" + (r.coverage < 1 ? "; hatched areas were not" : "") : "";
+    const explained = "heatmap: brighter means more evidence for '" + (r.cam_class || "") + "', relative to this " +
+      "image's peak (raw peak " + (r.cam_max != null ? r.cam_max.toPrecision(3) : "?") + "). " + examined;
     for (const [key, label] of [["large", "image"], ["heat", explained]]) {
       if (!r[key]) continue;
       const fig = el("figure");

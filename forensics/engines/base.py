@@ -8,8 +8,8 @@ from typing import Callable, Iterable, Protocol
 from ..rows import RowSink, ScanSummary
 
 # what an engine may support beyond scoring: heatmap PNGs, the triage page's thumbnails, an attribution model
-# on the fakes, and reusing an earlier report's rows
-CAPABILITIES = frozenset({"heatmaps", "previews", "attribution", "resume"})
+# on the fakes, reusing an earlier report's rows, and every tile of an image (--tiles all: no fixed tile count)
+CAPABILITIES = frozenset({"heatmaps", "previews", "attribution", "resume", "all-tiles"})
 
 
 class Engine(Protocol):

@@ -21,6 +21,7 @@ from ..html import previews
 from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
 from ..scoring import score_images
+from ..tiling import coverage
 from ..rows import RowBuilder, RowSink, ScanSummary, image_probabilities
 from ..runtime import Detector
 
@@ -179,6 +180,9 @@ class BatchRunner:
                 logits, cams, rescored = outputs[id(p)]
                 row, cls = self.builder.scored(p.decoded, logits, rescored)
                 row.update(p.previews)
+                if cls is not None:
+                    row["coverage"] = round(coverage(p.origins, self.detector.card.tiling.crop, p.decoded.height,
+                                                     p.decoded.width), 4)
                 if cls is None:  # non-finite logits: an error row, no heatmap or attribution
                     rows.append(row)
                     p.decoded.pixels = None
@@ -247,7 +251,7 @@ class LocalEngine:
 
     def __init__(self, detector: Detector, attributor: Detector | None, options: ScanOptions):
         self.detector, self.attributor, self.options = detector, attributor, options
-        self.supports = {"heatmaps", "previews", "attribution", "resume"}
+        self.supports = {"heatmaps", "previews", "attribution", "resume", "all-tiles"}
         if options.decode == Decode.processes:
             # tiles come back through shared memory: no pixels for heatmaps or thumbnails, one preprocessing
             self.supports = {"resume"} | ({"attribution"} if attributor is None

@@ -25,7 +25,7 @@ from ..rows import RowBuilder, RowSink, ScanSummary
 from ..scoring import score_images
 from ..runtime import Detector
 from ..text import path_text
-from ..tiling import Preprocessing
+from ..tiling import Preprocessing, coverage
 from .local import auto_batch_size
 
 FACT_FIELDS = ("sha256", "file_size", "mtime", "format", "width", "height", "orientation", "error")
@@ -44,6 +44,7 @@ def decode_batch(batch: dict, preprocessing: Preprocessing, max_pixels: int, rea
     max_tiles, _, crop, _ = preprocessing.slot_shape
     n = len(batch["path"])
     out = {"path": list(batch["path"]), "notes": [], "provenance": [], "n_tiles": np.zeros(n, np.int32),
+           "tile_pixels": np.zeros((n, max_tiles), np.int64),  # image pixels inside each tile: the row's coverage
            "tiles": np.zeros((n, max_tiles, crop, crop, 3), np.uint8), **{k: [] for k in FACT_FIELDS}}
     for i, raw in enumerate(batch["path"]):
         path = Path(os.fsdecode(raw))
@@ -57,9 +58,11 @@ def decode_batch(batch: dict, preprocessing: Preprocessing, max_pixels: int, rea
         read = decoded.provenance is not None
         out["provenance"].append([decoded.provenance.kind, decoded.provenance.detail] if read else [])
         if decoded.ok:
-            patches, _ = preprocessing.patches(decoded.pixels)
+            patches, origins = preprocessing.patches(decoded.pixels)
             out["n_tiles"][i] = len(patches)
             out["tiles"][i, :len(patches)] = patches
+            out["tile_pixels"][i, :len(origins)] = [round(coverage([o], crop, decoded.height, decoded.width)
+                                                          * decoded.height * decoded.width) for o in origins]
     return out
 
 
@@ -90,7 +93,11 @@ class ScanActor:
                                    provenance=_provenance(batch["provenance"][i]),
                                    **{k: _plain(batch[k][i]) for k in FACT_FIELDS})
             if i in results:
-                rows.append(self.builder.scored(decoded, results[i].logits, results[i].rescored)[0])
+                row, cls = self.builder.scored(decoded, results[i].logits, results[i].rescored)
+                if cls is not None:
+                    scored = int(batch["tile_pixels"][i][:len(results[i].logits)].sum())
+                    row["coverage"] = round(min(1.0, scored / max(1, decoded.height * decoded.width)), 4)
+                rows.append(row)
             else:
                 rows.append(self.builder.error(decoded))
         return {"row": rows}
