@@ -95,7 +95,9 @@ def _row_cells(r: dict) -> list[str]:
     # the raw score beside its distance to the threshold: 0.9742 reads as "fake" until one sees -0.0050
     score = "" if r["score"] is None else f"{r['score']:.4f} ({r['score'] - r['threshold']:+.4f})"
     status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
-    generator = f"{r['generator']} ({r['generator_score']:.2f})" if r.get("generator") else ""
+    generator = r.get("generator") or ""
+    if generator and r.get("generator_score") is not None:
+        generator += f" ({r['generator_score']:.2f})"
     return [visible(r["path"]), r["label"] or "", score, generator, str(r["tiles"] or ""), visible(status)]
 
 

@@ -60,6 +60,8 @@ class ModelCard:
     # int8 variants: images whose mean log-odds lie within this of the threshold's are scored again by the fp32
     # model they were quantized from (NAME.onnx beside NAME.int8.onnx), so int8 error cannot flip a verdict
     rescore_margin: float = 0.0
+    # attribution cards: when a fake is "unknown" (bench/open_set.py): rule, features output, threshold, centroids
+    open_set: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
 
     @property
@@ -124,6 +126,20 @@ def _short_text(value: Any, limit: int = 200) -> bool:
     return isinstance(value, str) and len(value) <= limit and visible(value) == value
 
 
+def _open_set_problems(d: dict[str, Any]) -> list[str]:
+    rule = d.get("open_set") or {}
+    if not rule:
+        return []
+    classes = d.get("classes") or []
+    cents = rule.get("centroids") if isinstance(rule, dict) else None
+    ok = (isinstance(rule, dict) and rule.get("rule") == "cosine-to-centroid" and _short_text(rule.get("features"))
+          and _number(rule.get("threshold")) and -1 <= rule["threshold"] <= 1 and isinstance(cents, list)
+          and len(cents) == len(classes) and cents and all(isinstance(c, list) and len(c) == len(cents[0])
+                                                         and all(_number(x) for x in c) for c in cents))
+    return [] if ok else ["open_set must hold rule cosine-to-centroid, a features output, a threshold from -1 to 1 "
+                          "and one centroid per class"]
+
+
 def validate_card(d: dict[str, Any]) -> list[str]:
     """Every way d is not a card this gscan can scan with, in words; empty for a sound card."""
     known = {f.name for f in dataclasses.fields(ModelCard)}
@@ -172,6 +188,7 @@ def validate_card(d: dict[str, Any]) -> list[str]:
         problems.append("rescore_margin must be a number from 0 to 100 (log-odds)")
     elif margin and d.get("precision") != "int8":
         problems.append("only an int8 variant has a rescore_margin (the fp32 model it falls back to)")
+    problems += _open_set_problems(d)
     for key, kind in (("metrics", dict), ("training", dict), ("notes", list), ("threshold_method", str),
                       ("created", str), ("gscan_version", str), ("heatmap", str)):
         if key in d and not isinstance(d[key], kind):

@@ -251,6 +251,19 @@ class Detector:
         self._check_shapes(outputs, n)
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
+    def run_outputs(self, tiles: np.ndarray | list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """The named outputs (logits first) for a batch of tiles, on the CPU provider or through IO binding."""
+        if self.device == "cuda":
+            outputs = self.run_bound(tiles, names, "cuda")
+        else:
+            batch = np.concatenate(tiles) if isinstance(tiles, list) else tiles
+            outputs = self.session.run(names, {"input": batch})
+        n = sum(map(len, tiles)) if isinstance(tiles, list) else len(tiles)
+        self._check_shapes(outputs[:1], n)
+        if any(len(o) != n for o in outputs[1:]):
+            raise ModelError(f"{self.path.name} returned {names[1:]} for another number of tiles than {n}")
+        return outputs
+
     def _check_shapes(self, outputs: list[np.ndarray], n: int) -> None:
         """A model that answers in another shape than its card says is refused (ModelError), never read askew:
         one row of logits per tile, one column per class; maps of (tiles, classes, h, w)."""
@@ -274,6 +287,9 @@ class Detector:
                              "does not have: re-export it")
         if with_cams and not self.card.heatmap:
             raise ModelError(f"--cam-dir asks for heatmaps, but {self.path.name}'s card names no heatmap output")
+        if self.card.open_set and self.card.open_set.get("features") not in outputs:
+            raise ModelError(f"{self.path.name}'s open-set rule reads output {self.card.open_set.get('features')!r}, "
+                             "which the model does not have")
         crop = self.card.tiling.crop
         self.run(np.zeros((2, 3, crop, crop), np.float32), with_cams=bool(with_cams and self.card.heatmap))
 

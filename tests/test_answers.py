@@ -94,3 +94,64 @@ def test_coverage_says_how_much_was_examined_and_tiles_all_examines_everything(t
     assert "tiles=all" in everything["scan_settings"]
     result = invoke("dir", folder, "--model", tiny_onnx, "--tiles", "all", "--decode", "processes", expect=2)
     assert "all-tiles" in result.output
+
+
+def open_set_model(tmp_path: Path, tiny_onnx: Path) -> Path:
+    """A small attribution model over two "generators": its features are the image's channel means (N, 3, 1, 1),
+    its logits their first two; the card's open-set rule has a red and a green centroid, so a grey image is unlike
+    both."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    card = json.loads(tiny_onnx.with_suffix(".json").read_text())
+    card.pop("onnx_sha256", None)
+    card.update(name="two-generators", task="attribution", classes=["red-gan", "green-gan"], heatmap="",
+                companion="", threshold=0.5, rescore_margin=0.0,
+                open_set={"rule": "cosine-to-centroid", "features": "features", "threshold": 0.9,
+                          "centroids": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]})
+    nodes = [helper.make_node("Add", ["input", "one"], ["positive"]),  # the card's normalisation maps 0..255 to -1..1
+             helper.make_node("ReduceMean", ["positive"], ["features"], axes=[2, 3], keepdims=1),
+             helper.make_node("Flatten", ["features"], ["flat"]),
+             helper.make_node("Slice", ["flat", "zero", "two", "axis"], ["logits"])]
+    consts = [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])] + [
+        helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("two", 2), ("axis", 1))]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                           ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("features", TensorProto.FLOAT, None)],
+                              initializer=consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, {"gscan_card": json.dumps(card)})
+    onnx.save(model, tmp_path / "two.onnx")
+    return tmp_path / "two.onnx"
+
+
+def test_a_fake_unlike_every_known_generator_is_attributed_unknown(tiny_onnx: Path, tmp_path: Path):
+    attribution = open_set_model(tmp_path, tiny_onnx)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, colour in (("red.png", (230, 20, 20)), ("green.png", (20, 230, 20)), ("grey.png", (128, 128, 128))):
+        Image.fromarray(np.full((64, 64, 3), colour, np.uint8)).save(folder / name)
+    report = tmp_path / "r.jsonl"
+    invoke("dir", folder, "--model", tiny_onnx, "--model", attribution, "--threshold", 0, "--report", report, "-q")
+    rows = {Path(r["path"]).name: r for r in read_rows(report)}
+    assert rows["red.png"]["generator"] == "red-gan" and rows["green.png"]["generator"] == "green-gan"
+    grey = rows["grey.png"]
+    assert grey["generator"] == "unknown" and grey["generator_score"] is None
+    assert "nearest" in grey["notes"] and "under its card's 0.90" in grey["notes"]
+    assert grey["generator_top3"].startswith(("red-gan", "green-gan"))  # the forced answer stays on record
+
+
+def test_the_shipped_attribution_card_states_its_open_set_rule_and_figures():
+    import json
+
+    card = json.loads((Path(__file__).resolve().parents[1] / "exported_models" /
+                       "gscan-attribution-effnetlite0.json").read_text())
+    rule, measured = card["open_set"], card["metrics"]["open_set"]
+    assert rule["rule"] == "cosine-to-centroid" and len(rule["centroids"]) == len(card["classes"])
+    closed, before = measured["val"]["closed_set"]["accuracy"], measured["val_without_rule"]["closed_set"]["accuracy"]
+    assert closed >= 0.9 * before  # the issue's bar: closed-set accuracy kept at 0.9 of what it was
+    assert min(measured["val"]["out_of_set_unknown"].values()) >= 0.9

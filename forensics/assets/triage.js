@@ -64,7 +64,10 @@
       badge.title = visible(r.provenance_detail || "");
       c.appendChild(badge);
     }
-    if (r.generator) c.appendChild(el("div", "gen", r.generator + " (" + (r.generator_score || 0).toFixed(3) + ")"));
+    if (r.generator) {
+      c.appendChild(el("div", "gen", r.generator + (r.generator_score != null ? " (" +
+        Number(r.generator_score).toFixed(3) + ")" : "")));
+    }
     if (r.heat) c.appendChild(el("div", "hasheat", "heatmap"));
     c.appendChild(el("div", "path", visible(r.path)));
     c.appendChild(el("div", "sha", r.sha256 || ""));

@@ -90,24 +90,52 @@ def prepare(path: Path, detector: Detector, options: ScanOptions, attributor: De
         return Prepared(DecodedImage(path=path, error=f"internal error while decoding: {exc!r}"))
 
 
+UNKNOWN_GENERATOR = "unknown"
+
+
 class Attribution:
-    """Adds which generator made it to rows the binary model called fake (the attribution model's top 3)."""
+    """Adds which generator made it to rows the binary model called fake (the attribution model's top 3), or
+    `unknown` when the attribution card's open-set rule says the image is unlike every generator it knows."""
 
     def __init__(self, detector: Detector):
         self.detector = detector
         self.common = {"attribution_model": detector.card.name, "attribution_model_sha256": detector.sha256}
+        rule = detector.card.open_set
+        self.centroids = np.asarray(rule["centroids"], np.float32) if rule else None
+        self.min_similarity = float(rule["threshold"]) if rule else None
+        self.features = rule.get("features", "features") if rule else None
 
     def apply(self, pairs: list[tuple[dict, np.ndarray]]) -> None:
         if not pairs:
             return
-        logits, _ = self.detector.run([tiles for _, tiles in pairs])
+        batch = [tiles for _, tiles in pairs]
+        if self.centroids is None:
+            logits, features = self.detector.run(batch)[0], None
+        else:
+            logits, features = self.detector.run_outputs(batch, ["logits", self.features])
         classes, start = self.detector.card.classes, 0
         for row, tiles in pairs:
-            probs = image_probabilities(logits[start:start + len(tiles)])
+            part = slice(start, start + len(tiles))
             start += len(tiles)
+            probs = image_probabilities(logits[part])
             top = np.argsort(-probs)[:3]
             row.update(self.common, generator=classes[top[0]], generator_score=float(probs[top[0]]),
                        generator_top3="; ".join(f"{classes[i]}:{probs[i]:.4f}" for i in top))
+            if features is not None:
+                self._open_set(row, features[part])
+
+    def _open_set(self, row: dict, features: np.ndarray) -> None:
+        """The image's pooled features against each known generator's centroid (cosine similarity)."""
+        pooled = features.mean(axis=(0, 2, 3)) if features.ndim == 4 else features.mean(axis=0)
+        pooled = pooled / max(1e-12, float(np.linalg.norm(pooled)))
+        similarity = self.centroids @ pooled
+        nearest = int(similarity.argmax())
+        if similarity[nearest] < self.min_similarity:
+            name = self.detector.card.classes[nearest]
+            row.update(generator=UNKNOWN_GENERATOR, generator_score=None,
+                       notes="; ".join(filter(None, [row["notes"], (
+                           f"generator unknown: unlike every generator the attribution model knows (nearest {name}"
+                           f" at similarity {similarity[nearest]:.2f}, under its card's {self.min_similarity:.2f})")])))
 
 
 class HeatmapWriter:
