@@ -217,26 +217,48 @@ class TrainProgress:
 
 
 class SynthProgress:
-    """A line per trained decoder, and a bar over the twins on a terminal."""
+    """A bar over the decoders (with an ETA from the ones trained so far) and one over the twins on a terminal;
+    a line per decoder, with the ETA, everywhere."""
 
     def __init__(self, console: Console):
         self.console = console
-        self.progress = Progress(TextColumn("twins"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=console, disable=not console.is_terminal)
-        self.task = None
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                                 disable=not console.is_terminal)
+        self.task = self.decoders = None
+        self.trained: list[float] = []
 
     def __enter__(self) -> "SynthProgress":
         self.progress.start()
         return self
 
     def update(self, event: dict) -> None:
-        if event["event"] == "decoder":
-            self.progress.console.print(f"decoder {event['name']}: {event['crop_psnr_db']:.1f} dB on held-out crops "
-                                        f"({event['steps']} steps, {event['seconds']:.0f} s)")
-        elif event["event"] == "twin":
+        kind = event["event"]
+        if kind == "bank":
+            self.decoders = self.progress.add_task("decoders", total=event["total"])
+        elif kind == "decoder_start" and not event["reused"]:
+            self.progress.console.print(f"decoder {event['index'] + 1}/{event['total']} {event['name']}: training",
+                                        highlight=False)
+        elif kind == "decoder":
+            self._decoder_done(event)
+        elif kind == "twin":
             if self.task is None:
                 self.task = self.progress.add_task("twins", total=event["total"])
             self.progress.update(self.task, completed=event["done"])
+
+    def _decoder_done(self, event: dict) -> None:
+        left = event["total"] - event["index"] - 1
+        if event["reused"]:
+            line = f"decoder {event['index'] + 1}/{event['total']} {event['name']}: kept from the earlier run"
+        else:
+            self.trained.append(event["seconds"])
+            eta = left * sum(self.trained) / len(self.trained)
+            line = (f"decoder {event['index'] + 1}/{event['total']} {event['name']}: {event['crop_psnr_db']:.1f} dB "
+                    f"on held-out crops ({event['steps']} steps, {event['seconds']:.0f} s)"
+                    + (f"; about {eta / 60:.0f} min for the {left} left" if left else ""))
+        self.progress.console.print(line, highlight=False)
+        if self.decoders is not None:
+            self.progress.advance(self.decoders)
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()

@@ -166,3 +166,19 @@ def test_without_a_val_folder_each_twin_lands_on_its_real_side(reals, twins):
     for real, twin in aligned:
         assert (real in train) == (twin in train) and (real in val) == (twin in val)
     assert any(s.source.startswith(TWIN + "/") for s in val)
+
+
+def test_a_rerun_keeps_the_decoders_an_interrupted_run_trained(reals, tmp_path):
+    args = ("synth", reals / "real", "--out", tmp_path / "t", "--steps", 15, "--train-images", 8,
+            "--decoder", "nearest-x2", "--decoder", "transposed-x4")
+    first = invoke(*args).output
+    assert "decoder 1/2 nearest-x2: training" in first and "about" in first  # an ETA for the one left
+    (tmp_path / "t" / "decoders" / "transposed-x4.json").unlink()  # as if killed while training the second
+    (tmp_path / "t" / "synth.json").unlink()
+    again = invoke(*args).output
+    assert "decoder 1/2 nearest-x2: kept from the earlier run" in again
+    assert "decoder 2/2 transposed-x4: training" in again
+    assert len(json.loads((tmp_path / "t" / "synth.json").read_text())["twins"]) == 12
+    other = invoke("synth", reals / "real", "--out", tmp_path / "t", "--steps", 16, "--train-images", 8,
+                   "--decoder", "nearest-x2").output
+    assert "kept" not in other  # other settings: trained afresh

@@ -317,9 +317,7 @@ def synthesize(config: SynthConfig, on_progress: Progress = lambda e: None) -> d
         bank, models, records = _train_bank(config, reals, on_progress)
     (out / DECODER_FOLDER).mkdir(parents=True, exist_ok=True)
     for spec in bank:
-        weights = out / DECODER_FOLDER / f"{spec.name}.safetensors"
-        save_file({k: v.contiguous() for k, v in models[spec.name].state_dict().items()}, str(weights))
-        readable_like_others(weights)
+        _save_decoder(out, spec, models[spec.name])
     twins = _write_twins(real_dir, reals, bank, models, out, config.seed, on_progress)
     for record in records:
         values = [t["psnr_db"] for t in twins if t["decoder"] == record["name"]]
@@ -329,6 +327,34 @@ def synthesize(config: SynthConfig, on_progress: Progress = lambda e: None) -> d
                 "decoders": records, "twins": twins}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _save_decoder(out: Path, spec: DecoderSpec, model: TwinAutoencoder, record: dict | None = None) -> None:
+    """A decoder's weights (and, as training goes, its record beside them, so that a rerun continues)."""
+    folder = Path(out) / DECODER_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{spec.name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    readable_like_others(weights)
+    if record is not None:
+        (folder / f"{spec.name}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _finished_decoder(out: Path, spec: DecoderSpec, settings: dict) -> tuple[TwinAutoencoder, dict] | None:
+    """A decoder an interrupted run already trained with the same settings, or None."""
+    folder = Path(out) / DECODER_FOLDER
+    weights, record_path = folder / f"{spec.name}.safetensors", folder / f"{spec.name}.json"
+    if not (weights.is_file() and record_path.is_file()):
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("settings") != settings:
+            return None
+        model = TwinAutoencoder(spec)
+        model.load_state_dict(load_file(str(weights)))
+    except (OSError, ValueError, RuntimeError):
+        return None  # a half-written file from a killed run: train it again
+    return model.eval(), record
 
 
 def _source_of(path: Path, real_dir: Path) -> str:
@@ -350,13 +376,23 @@ def _train_bank(config: SynthConfig, reals: list[Path], on_progress: Progress):
     picked = [p for group in by_source.values() for p in rng.sample(group, min(per, len(group)))]
     images = _load_reals(picked)
     bank, models, records = [], {}, []
+    on_progress({"event": "bank", "total": len(names)})
     for i, name in enumerate(names):
-        model, record = train_decoder(known[name], images, config.steps, config.seed + i)
-        record["train_images"] = len(images)
+        settings = {"real_dir": str(Path(config.real_dir).resolve()), "steps": config.steps, "seed": config.seed + i,
+                    "train_images": len(images)}
+        found = _finished_decoder(config.out, known[name], settings)
+        on_progress({"event": "decoder_start", "name": name, "index": i, "total": len(names),
+                     "reused": found is not None})
+        if found is not None:
+            model, record = found
+        else:
+            model, record = train_decoder(known[name], images, config.steps, config.seed + i)
+            record.update(train_images=len(images), settings=settings)
+            _save_decoder(config.out, known[name], model, record)  # kept at once: a killed run loses no decoder
         bank.append(known[name])
         models[name] = model
         records.append(record)
-        on_progress({"event": "decoder", **record})
+        on_progress({"event": "decoder", "index": i, "total": len(names), "reused": found is not None, **record})
     return bank, models, records
 
 
