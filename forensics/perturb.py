@@ -1,4 +1,6 @@
-"""Degradations applied alike to every image before scoring: `jpeg:75`, `blur:1`, `resize:0.5`, `colour:0.1`."""
+"""Degradations applied alike to every image before scoring: `jpeg:75`, `blur:1`, `resize:0.5`, `colour:0.1`, and
+chains of them in order, `resize:0.3,jpeg:75` (an image laundered the way a moderation queue receives it:
+downscaled, then recompressed)."""
 
 from __future__ import annotations
 
@@ -46,13 +48,29 @@ def _colour(strength: float) -> Perturbation:
 _KINDS = {"jpeg": _jpeg, "blur": _blur, "resize": _resize, "colour": _colour}
 
 
+LAUNDERED = "resize:0.3,jpeg:75"  # the "laundered" column of every table: a 1024-px face as a 300-px q75 JPEG
+
+
 def parse_perturbation(spec: str | None) -> Perturbation | None:
-    """`kind:value` -> a function on uint8 RGB arrays; None or "none" -> None."""
+    """`kind:value[,kind:value...]` -> a function on uint8 RGB arrays, the steps in order; None or "none" ->
+    None."""
     if not spec or spec == "none":
         return None
+    steps = [_step(part.strip()) for part in spec.split(",")]
+    if len(steps) == 1:
+        return steps[0]
+
+    def chain(pixels: np.ndarray) -> np.ndarray:
+        for step in steps:
+            pixels = step(pixels)
+        return pixels
+    return chain
+
+
+def _step(spec: str) -> Perturbation:
     kind, _, value = spec.partition(":")
     try:
         return _KINDS[kind](float(value))
     except (KeyError, ValueError):
         raise GscanError(f"bad perturbation {spec!r}: use jpeg:QUALITY, blur:SIGMA, resize:FACTOR or "
-                         "colour:STRENGTH") from None
+                         "colour:STRENGTH, or several joined by commas (resize:0.3,jpeg:75)") from None

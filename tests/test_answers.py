@@ -155,3 +155,18 @@ def test_the_shipped_attribution_card_states_its_open_set_rule_and_figures():
     closed, before = measured["val"]["closed_set"]["accuracy"], measured["val_without_rule"]["closed_set"]["accuracy"]
     assert closed >= 0.9 * before  # the bar: closed-set accuracy kept at 0.9 of what it was
     assert min(measured["val"]["out_of_set_unknown"].values()) >= 0.9
+
+
+def test_engine_ray_says_it_drops_the_cards_attribution_companion(tmp_path: Path, monkeypatch):
+    import pytest
+
+    import forensics.session as session
+    from forensics.errors import GscanError, GscanWarning
+
+    def stop_here(*args, **kwargs):
+        raise GscanError("stopped before starting Ray")
+
+    monkeypatch.setattr(session, "choose_engine", stop_here)
+    with pytest.warns(GscanWarning, match="does not run attribution: .*gscan-attribution-effnetlite0"):
+        with pytest.raises(GscanError):
+            session.scan_to_report(images(tmp_path / "in", 1), engine="ray")

@@ -51,6 +51,31 @@ class Augment:
         None, "Files not stored as JPEG get one JPEG pass at this quality first (e.g. 70-80), so that how often an "
               "image was compressed carries no label.", AUG, "LOW-HIGH")
 
+    # laundering: the whole image downscaled by a random factor with a random filter, then JPEG'd (twice at times),
+    # as photos and fakes alike reach a moderation queue; every class alike, so that "resized and recompressed"
+    # never means real (the shipped model read a resized fake's softness as a real photo's)
+    launder_prob: float = option(0.0, "Chance of laundering the whole image before the crop (downscale by a random "
+                                      "factor and filter, then JPEG, sometimes twice), every class alike.", AUG)
+    launder_scale: tuple[float, float] = option((0.25, 0.75), "Downscale factor range of laundering.", AUG,
+                                                "LOW-HIGH")
+
+    def launder(self, pixels: np.ndarray, crop: int, rng: random.Random) -> np.ndarray:
+        """With launder_prob: downscaled (never below the crop) with one of four filters, then JPEG at a quality
+        from jpeg_quality, a quarter of the time twice."""
+        short = min(pixels.shape[:2])
+        if rng.random() >= self.launder_prob:
+            return pixels
+        scale = max(rng.uniform(*self.launder_scale), min(1.0, crop / max(1, short)))
+        image = Image.fromarray(pixels)
+        if scale < 1.0:
+            size = (max(crop, round(pixels.shape[1] * scale)), max(crop, round(pixels.shape[0] * scale)))
+            filters = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS,
+                       Image.Resampling.BOX)
+            image = image.resize(size, rng.choice(filters))
+        for _ in range(2 if rng.random() < 0.25 else 1):
+            image = jpeg_roundtrip(image, rng.randint(*self.jpeg_quality))
+        return np.asarray(image)
+
     def rescale(self, pixels: np.ndarray, crop: int, rng: random.Random) -> np.ndarray:
         """With rescale_prob: shorter side drawn log-uniformly between the crop size and its own size."""
         short = min(pixels.shape[:2])

@@ -124,7 +124,7 @@ def augmented_tile(sample: Sample, policy: TilingPolicy, mean, std, augment: Aug
     decoded = decode_file(sample.path)
     if not decoded.ok:
         raise DataError(f"cannot train on {sample.path}: {decoded.error}")
-    pixels = augment.rescale(decoded.pixels, policy.crop, rng)
+    pixels = augment.launder(augment.rescale(decoded.pixels, policy.crop, rng), policy.crop, rng)
     patch = Image.fromarray(random_crop(pixels, policy.crop, rng))
     if soften:
         patch = patch.filter(ImageFilter.GaussianBlur(soften))
