@@ -238,7 +238,7 @@ class SynthProgress:
             self.decoders = self.progress.add_task("decoders", total=event["total"])
         elif kind == "decoder_start" and not event["reused"]:
             self.progress.console.print(f"decoder {event['index'] + 1}/{event['total']} {event['name']}: training",
-                                        highlight=False)
+                                        soft_wrap=True, highlight=False)
         elif kind == "decoder":
             self._decoder_done(event)
         elif kind == "twin":
@@ -256,7 +256,7 @@ class SynthProgress:
             line = (f"decoder {event['index'] + 1}/{event['total']} {event['name']}: {event['crop_psnr_db']:.1f} dB "
                     f"on held-out crops ({event['steps']} steps, {event['seconds']:.0f} s)"
                     + (f"; about {eta / 60:.0f} min for the {left} left" if left else ""))
-        self.progress.console.print(line, highlight=False)
+        self.progress.console.print(line, highlight=False, soft_wrap=True)
         if self.decoders is not None:
             self.progress.advance(self.decoders)
 
