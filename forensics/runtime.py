@@ -242,23 +242,22 @@ class Detector:
         """Logits (N x classes) and, if asked and exported, per-class maps (N x classes x h x w), for a batch of
         tiles or a list of per-image tile arrays (assembled here, straight into the CUDA staging buffer)."""
         names = ["logits"] + ([self.card.heatmap] if with_cams and self.card.heatmap else [])
-        if self.device == "cuda":
-            outputs = self.run_bound(tiles, names, "cuda")
-        else:
-            batch = np.concatenate(tiles) if isinstance(tiles, list) else tiles
-            outputs = self.session.run(names, {"input": batch})
-        n = sum(map(len, tiles)) if isinstance(tiles, list) else len(tiles)
+        outputs, n = self._outputs(tiles, names)
         self._check_shapes(outputs, n)
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
 
-    def run_outputs(self, tiles: np.ndarray | list[np.ndarray], names: list[str]) -> list[np.ndarray]:
-        """The named outputs (logits first) for a batch of tiles, on the CPU provider or through IO binding."""
+    def _outputs(self, tiles: np.ndarray | list[np.ndarray], names: list[str]) -> tuple[list[np.ndarray], int]:
+        """The named outputs for a batch of tiles (CPU provider, or IO binding on CUDA), and the tile count."""
         if self.device == "cuda":
             outputs = self.run_bound(tiles, names, "cuda")
         else:
             batch = np.concatenate(tiles) if isinstance(tiles, list) else tiles
             outputs = self.session.run(names, {"input": batch})
-        n = sum(map(len, tiles)) if isinstance(tiles, list) else len(tiles)
+        return outputs, (sum(map(len, tiles)) if isinstance(tiles, list) else len(tiles))
+
+    def run_outputs(self, tiles: np.ndarray | list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """The named outputs (logits first) for a batch of tiles; logits checked as run() checks them."""
+        outputs, n = self._outputs(tiles, names)
         self._check_shapes(outputs[:1], n)
         if any(len(o) != n for o in outputs[1:]):
             raise ModelError(f"{self.path.name} returned {names[1:]} for another number of tiles than {n}")

@@ -63,7 +63,7 @@ class Augment:
         """With launder_prob: downscaled (never below the crop) with one of four filters, then JPEG at a quality
         from jpeg_quality, a quarter of the time twice."""
         short = min(pixels.shape[:2])
-        if rng.random() >= self.launder_prob:
+        if self.launder_prob <= 0 or rng.random() >= self.launder_prob:  # off: no draw, so seeds replay as before
             return pixels
         scale = max(rng.uniform(*self.launder_scale), min(1.0, crop / max(1, short)))
         image = Image.fromarray(pixels)
