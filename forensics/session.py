@@ -67,6 +67,27 @@ def link_root(root: Path) -> Path | None:
     return root if root.is_dir() else None
 
 
+def checked_detectors(models: list[str] | None, device: str, engine: str,
+                      options: ScanOptions) -> tuple[Detector, Detector | None]:
+    """The models a scan runs, set up for its options and checked against their cards before any row."""
+    from .runtime import load_detectors
+
+    # a card's companion is a convenience of the local engine, not a requirement: Ray does not load it
+    detector, attributor = load_detectors(models, device, companion=engine != "ray")
+    if engine == "ray" and attributor is None and detector.card.companion:
+        warnings.warn(GscanWarning(f"--engine ray does not run attribution: {detector.card.name}'s companion "
+                                   f"{detector.card.companion} is not loaded, so rows carry no generator (use "
+                                   "--engine local for it)"), stacklevel=3)
+    for model in (detector, detector.exact):
+        if model is not None:
+            model.all_tiles = options.tiles.value == "all"
+    for model, cams in ((detector, options.wants_cams()), (detector.exact, options.wants_cams()),
+                        (attributor, False)):
+        if model is not None:
+            model.check_contract(cams)
+    return detector, attributor
+
+
 def scan_to_report(root: Path, models: list[str] | None = None, report: Path | None = None, device: str = "auto",
                    options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
                    resume: bool = False, html: Path | None = None, engine: str = "local",
@@ -82,7 +103,6 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
     from .outputs import ReportLock, check_outputs, is_stdout
     from .report import ReportWriter
     from .resume import Resume, earlier_rows
-    from .runtime import load_detectors
 
     root = Path(root)
     if not root.exists() and not root.is_symlink():
@@ -94,19 +114,7 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
     if report is not None and not is_stdout(report) and not (resume or overwrite) and os.path.lexists(report):
         raise GscanError(f"report {report} exists: --overwrite replaces it, --resume continues it (its rows are "
                          "never replaced silently)")
-    # a card's companion is a convenience of the local engine, not a requirement: Ray does not load it
-    detector, attributor = load_detectors(models, device, companion=engine != "ray")
-    if engine == "ray" and attributor is None and detector.card.companion:
-        warnings.warn(GscanWarning(f"--engine ray does not run attribution: {detector.card.name}'s companion "
-                                   f"{detector.card.companion} is not loaded, so rows carry no generator (use "
-                                   "--engine local for it)"), stacklevel=2)
-    detector.all_tiles = options.tiles.value == "all"
-    if detector.exact is not None:
-        detector.exact.all_tiles = detector.all_tiles
-    for model, cams in ((detector, options.wants_cams()), (detector.exact, options.wants_cams()),
-                        (attributor, False)):
-        if model is not None:
-            model.check_contract(cams)
+    detector, attributor = checked_detectors(models, device, engine, options)
     chosen = choose_engine(engine, detector, attributor, options, resume, ray_address)
     key = report_key() if report is not None else None
     with contextlib.ExitStack() as held:
