@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from results_doc import write_section  # noqa: E402
-from forensics.perturb import parse_perturbation  # noqa: E402
+from forensics.perturb import LAUNDERED, parse_perturbation  # noqa: E402
 from forensics.training.data import Augment, Sample  # noqa: E402
 from forensics.training.evaluate import binary_metrics, load_predictor, score_samples  # noqa: E402
 from forensics.training.synth import MANIFEST, SynthConfig, synthesize  # noqa: E402
@@ -73,7 +73,8 @@ REAL_ROWS = {
     "wild/pix2pix-facades (photos)": ["wild/val/real/pix2pix-facades"],
 }
 NEVER_TRAINED = ("real/ciplab-600", "twin/ciplab-600")
-CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75"}
+# laundered: downscaled to 0.3 then JPEG q75, as a 1024-px face reaches a moderation queue at about 300 px
+CONDITIONS = {"as stored": None, "jpeg q75": "jpeg:75", "laundered": LAUNDERED}
 # reals only: a detector that learned "softer or colour-shifted than its real means fake" calls these fake
 REAL_CHECKS = {"blurred (sigma 1)": "blur:1", "colour cast 10%": "colour:0.1"}
 TWIN_FOLDERS = {"faces-train": "faces/train/real", "wild-train": "wild/train/real",
@@ -218,30 +219,34 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
     write_section(args.docs / "RESULTS.md", "logo", table_lines(runs))
 
 
+def _cells(row: dict, key: str, fmt: str) -> str:
+    """One figure under each condition, `-` where a run predates the condition."""
+    return " / ".join(format(row[c][key], fmt) if c in row else "-" for c in CONDITIONS)
+
+
 def table_lines(runs: list[dict]) -> list[str]:
     lines = ["## Leave one generator out", "",
              "Written by `bench/logo.py`. Each fake row: all images of one generator source (train and val "
              "folders), ROC-AUC against the pooled real rows below, and the share called fake at the model's "
-             "own threshold, as stored / every image re-encoded to JPEG q75. A row counts as held out when the "
+             "own threshold, as stored / every image re-encoded to JPEG q75 / laundered (resized to 0.3, then JPEG "
+             "q75; `-` for runs measured before that condition existed). A row counts as held out when the "
              "model never trained on that generator (`seen` marks the others). Reals: the share called fake at "
-             "the threshold, as stored / q75, and blurred (sigma 1) / with a 10% colour cast: a detector that "
-             "learned \"softer or colour-shifted means fake\" calls these fake.", ""]
+             "the threshold, as stored / q75 / laundered, and blurred (sigma 1) / with a 10% colour cast: a "
+             "detector that learned \"softer or colour-shifted means fake\" calls these fake.", ""]
     for run in runs:
         held = ", ".join(run.get("held_out", [])) or "(an existing model)"
         budget = [f"Training budget: `{json.dumps(run['budget'])}`.", ""] if run.get("budget") and "run" in run else []
         lines += [f"### {run['model']}, held out: {held} (threshold {run['threshold']:.4f})", "", *budget,
-                  "| generator source | n | ROC-AUC stored / q75 | called fake stored / q75 |", "|---|---|---|---|"]
+                  "| generator source | n | ROC-AUC stored / q75 / laundered | called fake stored / q75 / laundered |",
+                  "|---|---|---|---|"]
         for name, row in run["fakes"].items():
-            s, q = row["as stored"], row["jpeg q75"]
             mark = " (seen)" if row["seen"] else ""
-            lines.append(f"| {name}{mark} | {row['n']} | {s['roc_auc']:.3f} / {q['roc_auc']:.3f} | "
-                         f"{s['tpr']:.2f} / {q['tpr']:.2f} |")
-        lines += ["", "| real source | n | FPR stored / q75 | FPR blurred (sigma 1) / colour cast 10% |",
+            lines.append(f"| {name}{mark} | {row['n']} | {_cells(row, 'roc_auc', '.3f')} | {_cells(row, 'tpr', '.2f')} |")
+        lines += ["", "| real source | n | FPR stored / q75 / laundered | FPR blurred (sigma 1) / colour cast 10% |",
                   "|---|---|---|---|"]
         for name, row in run["reals"].items():
             checks = " / ".join(f"{row[c]['fpr']:.3f}" if c in row else "-" for c in REAL_CHECKS)
-            lines.append(f"| {name} | {row['n']} | {row['as stored']['fpr']:.3f} / {row['jpeg q75']['fpr']:.3f} | "
-                         f"{checks} |")
+            lines.append(f"| {name} | {row['n']} | {_cells(row, 'fpr', '.3f')} | {checks} |")
         gans = [min(r["as stored"]["roc_auc"], r["jpeg q75"]["roc_auc"]) for n, r in run["fakes"].items()
                 if not r["seen"] and "diffusion" not in n]
         if gans:
