@@ -17,6 +17,7 @@ from forensics.training.config import DATA, Augment, TrainConfig
 
 FLAG = " "  # the metavar of an on/off flag: no "<bool>" beside it in --help
 QUALITY = tuple[int, int]
+FACTORS = tuple[float, float]  # a range of factors (--launder-scale 0.25-0.75)
 
 
 def _declared() -> list[tuple[type, dataclasses.Field, Any]]:
@@ -31,8 +32,8 @@ def _declared() -> list[tuple[type, dataclasses.Field, Any]]:
 def _cli_type(kind: Any, default: Any) -> tuple[Any, Any]:
     """The annotation and default a declared field gets on the command line."""
     args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if kind in (QUALITY, Optional[QUALITY]):  # a JPEG quality range is typed as LOW-HIGH
-        return Optional[str], None if default is None else f"{default[0]}-{default[1]}"
+    if kind in (QUALITY, Optional[QUALITY], FACTORS):  # a range is typed as LOW-HIGH
+        return Optional[str], None if default is None else f"{default[0]:g}-{default[1]:g}"
     if typing.get_origin(kind) is tuple:  # repeatable
         return Optional[list[args[0]]], None
     if len(args) == 1 and type(None) in typing.get_args(kind):
@@ -71,6 +72,18 @@ def quality_range(text: str | None, option: str) -> tuple[int, int] | None:
     return q
 
 
+def factor_range(text: str, option: str) -> tuple[float, float]:
+    """LOW-HIGH as a pair of factors in (0, 1], low first."""
+    low, _, high = str(text).partition("-")
+    try:
+        pair = (float(low), float(high or low))
+    except ValueError:
+        raise GscanError(f"{option} must look like 0.25-0.75, not {text!r}") from None
+    if not 0 < pair[0] <= pair[1] <= 1:
+        raise GscanError(f"{option} must lie within 0-1, low first, not {text!r}")
+    return pair
+
+
 def config_from_options(data_dirs: list[Path], val: list[Path] | None, options: dict[str, Any]) -> TrainConfig:
     """The TrainConfig the parsed options describe."""
     values: dict[type, dict[str, Any]] = {TrainConfig: {}, Augment: {}}
@@ -78,6 +91,8 @@ def config_from_options(data_dirs: list[Path], val: list[Path] | None, options: 
         value = options[f.name]
         if kind in (QUALITY, Optional[QUALITY]):
             value = quality_range(value, "--" + f.name.replace("_", "-"))
+        elif kind == FACTORS:
+            value = factor_range(value, "--" + f.name.replace("_", "-"))
         elif typing.get_origin(kind) is tuple:
             value = tuple(value or ())
         elif isinstance(value, Enum):

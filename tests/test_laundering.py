@@ -34,3 +34,19 @@ def test_laundering_in_training_downscales_and_recompresses_but_never_below_the_
     assert Augment(launder_prob=0.0).launder(pixels, 128, random.Random(0)) is pixels
     small = natural_image(np.random.default_rng(2), 130, 140)  # already near the crop: kept at least the crop
     assert min(augment.launder(small, 128, random.Random(3)).shape[:2]) >= 128
+
+
+def test_the_launder_scale_option_reads_as_a_range(tmp_path):
+    pytest.importorskip("torch")
+    from cli.train_options import config_from_options, train_parameters
+    from forensics.training.config import Augment
+
+    options = {p.name: p.default for p in train_parameters()}
+    options.update(out=tmp_path / "run", launder_prob=0.5, launder_scale="0.2-0.5")
+    config = config_from_options([tmp_path], None, options)
+    assert config.augment.launder_scale == (0.2, 0.5) and config.augment.launder_prob == 0.5
+    default = {p.name: p.default for p in train_parameters()}["launder_scale"]  # as --help shows it
+    assert config_from_options([tmp_path], None, {**options, "launder_scale": default}).augment.launder_scale \
+        == Augment().launder_scale
+    with pytest.raises(GscanError, match="0.25-0.75"):
+        config_from_options([tmp_path], None, {**options, "launder_scale": "big"})
