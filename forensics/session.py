@@ -134,7 +134,7 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         try:
             summary = chosen.scan(found(), sink, resumed.reuse if resumed else None)
             if resumed:
-                _carry_unseen(resumed, seen, summary, writer, page, on_rows, prune)
+                _carry_unseen(resumed, seen, summary, sink, prune)
         except BaseException:
             if writer:
                 writer.close(complete=False)  # keep the valid prefix; never replace a report with an unfinished one
@@ -171,8 +171,7 @@ def _sink(writer, page, on_rows: RowSink) -> RowSink:
     return sink
 
 
-def _carry_unseen(resumed, seen: set[str], summary: ScanSummary, writer, page, on_rows: RowSink,
-                  prune: bool) -> None:
+def _carry_unseen(resumed, seen: set[str], summary: ScanSummary, sink, prune: bool) -> None:
     """Rows of files the resumed scan did not find: kept unchanged (digest and all), or counted as pruned."""
     unseen = resumed.unseen(seen)
     summary.rescanned = sum(resumed.rejected.values())
@@ -181,7 +180,7 @@ def _carry_unseen(resumed, seen: set[str], summary: ScanSummary, writer, page, o
         summary.pruned = len(unseen)
         return
     if unseen:
-        _sink(writer, page, on_rows)(unseen, keep_digest=True)
+        sink(unseen, keep_digest=True)
     for row in unseen:
         summary.add(row)
     summary.kept_unseen = len(unseen)

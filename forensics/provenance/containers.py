@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 MAX_TEXT_VALUE = 256 * 1024  # characters of one text chunk examined (a 50 MB chunk costs no more than this)
 MAX_TEXT_CHUNKS = 64  # text chunks kept; the rest are counted, not read
@@ -83,20 +84,37 @@ def _png_text(tag: bytes, body: bytes, out: Embedded) -> None:
         _add_text(out, key, value)
 
 
-def _png(data: bytes, out: Embedded) -> None:
-    pos = 8
+Header = Callable[[bytes, int], "tuple[bytes, int, int, int] | None"]
+
+
+def _structures(data: bytes, pos: int, header: Header, kind: str, out: Embedded) -> Iterator[tuple[bytes, int, int]]:
+    """(tag, body offset, body length) of each chunk or box from pos, at most MAX_STRUCTURES of them (the rest
+    noted as not read). header(data, pos) reads one header: (tag, body offset, body length, next pos), or None to
+    stop."""
     for _ in range(MAX_STRUCTURES):
         if pos + 8 > len(data):
             return
-        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        parsed = header(data, pos)
+        if parsed is None:
+            return
+        tag, start, length, pos = parsed
+        yield tag, start, length
+    out.notes.append(f"more than {MAX_STRUCTURES:,} {kind}: metadata after them not read")
+
+
+def _png_header(data: bytes, pos: int) -> tuple[bytes, int, int, int]:
+    length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+    return tag, pos + 8, length, pos + 12 + length
+
+
+def _png(data: bytes, out: Embedded) -> None:
+    for tag, start, length in _structures(data, 8, _png_header, "PNG chunks", out):
         if tag in (b"tEXt", b"zTXt", b"iTXt"):  # a bounded prefix: a 50 MB chunk is never copied
-            _png_text(tag, data[pos + 8:pos + 8 + min(length, MAX_TEXT_VALUE + 4096)], out)
+            _png_text(tag, data[start:start + min(length, MAX_TEXT_VALUE + 4096)], out)
         elif tag == b"caBX":
             out.c2pa_bytes += length
         elif tag == b"IEND":
             return
-        pos += 12 + length
-    out.notes.append(f"more than {MAX_STRUCTURES:,} PNG chunks: metadata after them not read")
 
 
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
@@ -128,35 +146,32 @@ def _jpeg(data: bytes, out: Embedded) -> None:
     out.notes.append(f"more than {MAX_STRUCTURES:,} JPEG segments: metadata after them not read")
 
 
+def _riff_header(data: bytes, pos: int) -> tuple[bytes, int, int, int]:
+    length = struct.unpack("<I", data[pos + 4:pos + 8])[0]
+    return data[pos:pos + 4], pos + 8, length, pos + 8 + length + (length & 1)
+
+
 def _riff(data: bytes, out: Embedded) -> None:
-    pos = 12
-    for _ in range(MAX_STRUCTURES):
-        if pos + 8 > len(data):
-            return
-        tag, length = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+    for tag, start, length in _structures(data, 12, _riff_header, "RIFF chunks", out):
         if tag == b"XMP " and not out.xmp:
-            out.xmp = data[pos + 8:pos + 8 + min(length, MAX_XMP)]
+            out.xmp = data[start:start + min(length, MAX_XMP)]
         elif tag == b"C2PA":
             out.c2pa_bytes += length
-        pos += 8 + length + (length & 1)
-    out.notes.append(f"more than {MAX_STRUCTURES:,} RIFF chunks: metadata after them not read")
 
 
 def _bmff(data: bytes, out: Embedded) -> None:
-    pos = 0
-    for _ in range(MAX_STRUCTURES):
-        if pos + 8 > len(data):
-            return
+    def header(data: bytes, pos: int) -> tuple[bytes, int, int, int] | None:
         size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        header = 8
+        start = pos + 8
         if size == 1:
-            size, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+            size, start = struct.unpack(">Q", data[pos + 8:pos + 16])[0], pos + 16
         elif size == 0:
             size = len(data) - pos
-        if size < header:
+        if size < start - pos:
             out.notes.append("ISO-BMFF box with an impossible size: metadata after it not read")
-            return
-        if kind == b"uuid" and data[pos + header:pos + header + 16] == C2PA_BMFF_UUID:
-            out.c2pa_bytes += size
-        pos += size
-    out.notes.append(f"more than {MAX_STRUCTURES:,} ISO-BMFF boxes: metadata after them not read")
+            return None
+        return kind, start, size - (start - pos), pos + size
+
+    for kind, start, length in _structures(data, 0, header, "ISO-BMFF boxes", out):
+        if kind == b"uuid" and data[start:start + 16] == C2PA_BMFF_UUID:
+            out.c2pa_bytes += length
