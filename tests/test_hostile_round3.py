@@ -330,16 +330,36 @@ def test_cards_cannot_ask_for_huge_crops_and_batches_are_bounded_by_bytes(tiny_o
     assert bounded_batch(32, Big) * 3 * 1024 * 1024 * 4 <= MAX_BATCH_BYTES and bounded_batch(32, Big) >= 1
 
 
+def remove_chain(top: Path) -> None:
+    """Remove a one-folder-per-level tree leaf first, one level at a time: shutil.rmtree (and pytest's cleanup of
+    old temporary folders) recurses, and fails on a tree this deep."""
+    chain = [top]
+    while True:
+        subfolders = [p for p in chain[-1].iterdir() if p.is_dir()]
+        for f in chain[-1].iterdir():
+            if not f.is_dir():
+                f.unlink()
+        if not subfolders:
+            break
+        chain.append(subfolders[0])
+    for folder in reversed(chain):
+        folder.rmdir()
+
+
 def test_a_deep_tree_is_walked(tiny_onnx: Path, tmp_path: Path):
     deep = tmp_path / "deep"
     leaf = deep
     for _ in range(980):  # os.makedirs recurses too: one level at a time
         leaf = leaf / "d"
         leaf.mkdir(parents=leaf.parent == deep)
-    Image.fromarray(natural_image(np.random.default_rng(0), 40, 40)).save(leaf / "x.png")
-    from forensics.images import find_images
+    try:
+        Image.fromarray(natural_image(np.random.default_rng(0), 40, 40)).save(leaf / "x.png")
+        from forensics.images import find_images
 
-    assert [p.name for p in find_images(deep)] == ["x.png"]
+        assert [p.name for p in find_images(deep)] == ["x.png"]
+    finally:
+        remove_chain(deep)
+    assert not deep.exists()
 
 
 def test_an_unreadable_model_folder_is_skipped_with_a_warning(tiny_onnx: Path, tmp_path: Path, monkeypatch):
