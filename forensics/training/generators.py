@@ -214,11 +214,11 @@ def _done(out: Path) -> dict[str, dict]:
     return done
 
 
-def _made(done: dict[str, dict], stem: str, job) -> bool:
+def _made(by_stem: dict[str, dict], stem: str, job) -> bool:
     """Whether an earlier run wrote this output; an image-to-image output only if made from this very real (the
     cache folder is shared by every REAL_DIR, whose relative names may repeat)."""
-    return any(f.startswith(stem + ".") and (not isinstance(job, Path) or e.get("source") == str(job))
-               for f, e in done.items())
+    entry = by_stem.get(stem)
+    return entry is not None and (not isinstance(job, Path) or entry.get("source") == str(job))
 
 
 def _jobs(info: GeneratorInfo, count: int, real_dir: Path | None) -> Iterator[tuple[str, object]]:
@@ -245,7 +245,8 @@ def generate(name: str, out: Path | None = None, count: int = 100, real_dir: Pat
     out.mkdir(parents=True, exist_ok=True)
     done = _done(out)
     jobs = list(_jobs(info, count, real_dir))
-    todo = [(stem, job) for stem, job in jobs if not _made(done, stem, job)]
+    by_stem = {str(Path(f).with_suffix("")): e for f, e in done.items()}  # one lookup per job, not a scan
+    todo = [(stem, job) for stem, job in jobs if not _made(by_stem, stem, job)]
     on_progress({"event": "generator", "name": name, "total": len(jobs), "kept": len(jobs) - len(todo)})
     if todo:
         runner = ImageToImage(files) if info.needs_reals else NoiseGenerator(info, files, truncation, seed)
