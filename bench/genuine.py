@@ -11,6 +11,8 @@ training and validation reals of faces/ and wild/ that have a twin, one folder p
 (`train-ffhq-thumbnail`, `val-dreambooth-photo`, ...); `--reals-copy` makes it. The first `--msg-train`
 MobileStyleGAN faces train, the rest validate (epoch choice) and form the table's MobileStyleGAN row; the
 validation reals' twins form its CycleGAN row. real/ciplab-600 is never trained on and sets the threshold.
+`--reals-copy --twin-hires` adds REALS/train-ffhq-like-1024 (150 faces of 1024 px, about 38 min of CycleGAN here);
+`--twin-hires` then trains each of them beside its own CycleGAN output.
 """
 
 from __future__ import annotations
@@ -32,17 +34,18 @@ from forensics.training.train import TrainConfig, train  # noqa: E402
 
 TWINNED = {"faces": ("ffhq-thumbnail", "imagenet-photo"), "wild": ("dreambooth-photo", "pix2pix-facades")}
 UNTWINNED = ("ffhq-like-1024", "ciplab-600")  # 1024 px takes ~15 s a twin here; ciplab is never trained on
+HIRES = "ffhq-like-1024"  # with --twin-hires its training faces get twins too (REALS/train-ffhq-like-1024)
 SHARED_FAKES = ("faces/{split}/fake", "wild/{split}/fake")
 
 
-def copy_reals(data: Path, reals: Path) -> None:
+def copy_reals(data: Path, reals: Path, hires: bool = False) -> None:
     """The reals that get a twin, one folder per split and source (the CycleGAN's REAL_DIR)."""
-    for split in ("train", "val"):
-        for top, sources in TWINNED.items():
-            for source in sources:
-                target = reals / f"{split}-{source}"
-                if not target.is_dir():
-                    shutil.copytree(data / top / split / "real" / source, target)
+    folders = [(split, top, source) for split in ("train", "val") for top, sources in TWINNED.items()
+               for source in sources] + ([("train", "faces", HIRES)] if hires else [])
+    for split, top, source in folders:
+        target = reals / f"{split}-{source}"
+        if not target.is_dir():
+            shutil.copytree(data / top / split / "real" / source, target)
 
 
 def link(target: Path, source: Path) -> None:
@@ -65,7 +68,9 @@ def layout(args: argparse.Namespace, split: str, msg: list[Path]) -> Path:
         for source in sources:
             link(root / "real" / source, args.reals / f"{split}-{source}")
     for source in UNTWINNED:
-        link(root / "real" / source, args.data / "faces" / split / "real" / source)
+        twinned = args.twin_hires and split == "train" and source == HIRES
+        link(root / "real" / source, args.reals / f"{split}-{source}" if twinned else
+             args.data / "faces" / split / "real" / source)
     for face in msg:
         link(root / "fake" / "mobilestylegan" / face.name, face)
     if args.with_shared:
@@ -85,11 +90,15 @@ def main() -> None:
     parser.add_argument("--msg", type=Path, default=default_out("mobilestylegan", 0, 0.7) / "mobilestylegan")
     parser.add_argument("--cyclegan", type=Path, default=default_out("cyclegan-vintage", 0, 0.7))
     parser.add_argument("--msg-train", type=int, default=500)
-    parser.add_argument("--tag", required=True)
+    parser.add_argument("--tag", help="the run's name (required unless --reals-copy)")
     parser.add_argument("--with-shared", action="store_true", help="train on the shared fake sources too")
     parser.add_argument("--train-ciplab", action="store_true",
                         help="train on ciplab-600's training folder too (more high-resolution real faces); the "
                              "threshold then comes from the validation reals, and its table row is in-sample")
+    parser.add_argument("--pair-by-size", action="store_true",
+                        help="each MobileStyleGAN face trains beside a real of about its size (TrainConfig.pair_by_size)")
+    parser.add_argument("--twin-hires", action="store_true",
+                        help=f"{HIRES}'s training faces train beside their own CycleGAN outputs (about 15 s a twin)")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--samples-per-epoch", type=int, default=3072)
@@ -99,8 +108,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.reals_copy:
-        copy_reals(args.data, args.reals)
+        copy_reals(args.data, args.reals, args.twin_hires)
         return
+    if not args.tag:
+        parser.error("--tag is required")
     faces = sorted(args.msg.glob("*.png"))
     train_dir = layout(args, "train", faces[:args.msg_train])
     val_dir = layout(args, "val", faces[args.msg_train:])
@@ -112,7 +123,7 @@ def main() -> None:
                          patience=args.epochs, samples_per_epoch=args.samples_per_epoch, augment=augment,
                          hold_out=() if args.train_ciplab else ("real/ciplab-600",),
                          threshold_source=None if args.train_ciplab else "real/ciplab-600", target_fpr=0.01,
-                         val_perturb="jpeg:75", seed=args.seed)
+                         val_perturb="jpeg:75", pair_by_size=args.pair_by_size, seed=args.seed)
     started = time.perf_counter()
     train(config)
     seconds = time.perf_counter() - started
@@ -124,7 +135,7 @@ def main() -> None:
                   train_seconds=round(seconds), run=str(run))
     result["budget"] = {k: getattr(args, k) for k in ("crop", "epochs", "samples_per_epoch", "launder_prob",
                                                       "launder_scale", "msg_train", "per_source", "with_shared",
-                                                      "train_ciplab")}
+                                                      "train_ciplab", "pair_by_size", "twin_hires")}
     logo.save_runs([result], args.docs)
     print(args.docs / "RESULTS.md")
 

@@ -145,6 +145,26 @@ def test_pairs_aligned_and_unaligned_are_drawn_equally_often(tmp_path):
         assert share[group] == pytest.approx(0.25, abs=0.02), group
 
 
+def test_pairs_by_size_give_each_untwinned_fake_a_real_of_about_its_size(tmp_path):
+    from forensics.training.data import make_pairs
+
+    def sample(name, side, label, source):
+        Image.new("RGB", (side + 7, side), (90, 90, 90)).save(tmp_path / name)  # short side = side
+        return Sample(tmp_path / name, label, source)
+
+    reals = [sample(f"t{i}.png", 128, 0, "real/thumb") for i in range(30)] + \
+            [sample(f"h{i}.png", 1024, 0, "real/hires") for i in range(3)]
+    twins = [sample(f"w{i}.png", 128, 1, "twin/thumb") for i in range(3)]
+    fakes = [sample(f"f{i}.png", 900, 1, "fake/big") for i in range(12)] + [sample("s.png", 3000, 1, "fake/huge")]
+    aligned = list(zip(reals[:3], twins))
+    pairs = make_pairs(reals + fakes, aligned, seed=0, by_size=True)
+    partner = {p.fake.path.name: p.real.source for p in pairs if not p.aligned}
+    assert [partner[f"f{i}.png"] for i in range(12)] == ["real/hires"] * 12
+    assert partner["s.png"] in {"real/thumb", "real/hires"}  # no real within 2x: drawn from all of them
+    unmatched = make_pairs(reals + fakes, aligned, seed=0)
+    assert sum(p.real.source == "real/thumb" for p in unmatched if not p.aligned) > 6  # 30 of 33 reals are thumbs
+
+
 def test_a_held_out_source_need_not_be_in_validation(tmp_path):
     from forensics.training.data import exclude_sources
 

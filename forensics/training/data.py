@@ -180,17 +180,41 @@ class Pair:
         return f"aligned:{self.real.source}" if self.aligned else f"unaligned:{self.fake.source}"
 
 
-def make_pairs(samples: list[Sample], aligned: list[tuple[Sample, Sample]], seed: int) -> list[Pair]:
+PARTNER_SIZE_RATIO = 2.0  # with pair_by_size, an untwinned fake's real is at most this much larger or smaller
+
+
+def make_pairs(samples: list[Sample], aligned: list[tuple[Sample, Sample]], seed: int,
+               by_size: bool = False) -> list[Pair]:
     """Every (real, twin) as an aligned pair; every other fake in samples beside a real drawn at random, so
-    that each pair gives one tile of each class."""
+    that each pair gives one tile of each class. With by_size the real is drawn from those whose short side is
+    within PARTNER_SIZE_RATIO of the fake's (all reals when none is): laundered alike, a downscaled 1024-px fake
+    then meets a downscaled 1024-px real, not a 128-px thumbnail, so "large content, shrunk" never means fake."""
     rng = random.Random(seed)
     reals = [s for s in samples if s.label == 0]
     if not reals or not aligned:
         raise DataError("paired training needs real images with twins: none of the training reals has one in "
                         "the --twins folder(s)")
-    return [Pair(r, t, True) for r, t in aligned] + [Pair(rng.choice(reals), s, False)
-                                                      for s in samples if s.label == 1 and
-                                                      not s.source.startswith(TWIN + "/")]
+    untwinned = [s for s in samples if s.label == 1 and not s.source.startswith(TWIN + "/")]
+    partners = _size_matched(reals, untwinned) if by_size else {}
+    return [Pair(r, t, True) for r, t in aligned] + [Pair(rng.choice(partners.get(s) or reals), s, False)
+                                                      for s in untwinned]
+
+
+def _size_matched(reals: list[Sample], fakes: list[Sample]) -> dict[Sample, list[Sample]]:
+    """Each fake's reals of about its size (short side, from the file header)."""
+    def short(sample: Sample) -> int:
+        with Image.open(sample.path) as img:
+            return min(img.size)
+
+    real_sides = [(r, short(r)) for r in reals]
+    by_side: dict[int, list[Sample]] = {}
+    out = {}
+    for fake in fakes:
+        side = short(fake)
+        if side not in by_side:
+            by_side[side] = [r for r, s in real_sides if 1 / PARTNER_SIZE_RATIO <= s / side <= PARTNER_SIZE_RATIO]
+        out[fake] = by_side[side]
+    return out
 
 
 class PairedCropDataset(Dataset):

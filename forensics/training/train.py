@@ -127,7 +127,8 @@ def _load_splits(config: TrainConfig) -> Splits:
     kept = set(train_samples)
     pairs = None
     if config.twins:
-        pairs = D.make_pairs(train_samples, [(r, t) for r, t in aligned if r in kept and t in kept], config.seed)
+        pairs = D.make_pairs(train_samples, [(r, t) for r, t in aligned if r in kept and t in kept], config.seed,
+                              config.pair_by_size)
     return Splits(train_samples, pairs, D.stratified_subsample(val, config.val_limit, config.seed), held, classes)
 
 
