@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--train-ciplab", action="store_true",
                         help="train on ciplab-600's training folder too (more high-resolution real faces); the "
                              "threshold then comes from the validation reals, and its table row is in-sample")
+    parser.add_argument("--held-real", choices=UNTWINNED, default="ciplab-600",
+                        help="the high-resolution real source never trained on, which sets the threshold; "
+                             "ffhq-like-1024 trains on ciplab-600 instead (the table's row names keep ciplab's role)")
     parser.add_argument("--pair-by-size", action="store_true",
                         help="each MobileStyleGAN face trains beside a real of about its size (TrainConfig.pair_by_size)")
     parser.add_argument("--twin-hires", action="store_true",
@@ -121,8 +124,8 @@ def main() -> None:
     config = TrainConfig(data_dir=train_dir, val_dir=val_dir, twins=(args.cyclegan,), val_twins=(args.cyclegan,),
                          out=run, force=True, weights="imagenet-offline", crop=args.crop, epochs=args.epochs,
                          patience=args.epochs, samples_per_epoch=args.samples_per_epoch, augment=augment,
-                         hold_out=() if args.train_ciplab else ("real/ciplab-600",),
-                         threshold_source=None if args.train_ciplab else "real/ciplab-600", target_fpr=0.01,
+                         hold_out=() if args.train_ciplab else (f"real/{args.held_real}",),
+                         threshold_source=None if args.train_ciplab else f"real/{args.held_real}", target_fpr=0.01,
                          val_perturb="jpeg:75", pair_by_size=args.pair_by_size, seed=args.seed)
     started = time.perf_counter()
     train(config)
@@ -135,7 +138,7 @@ def main() -> None:
                   train_seconds=round(seconds), run=str(run))
     result["budget"] = {k: getattr(args, k) for k in ("crop", "epochs", "samples_per_epoch", "launder_prob",
                                                       "launder_scale", "msg_train", "per_source", "with_shared",
-                                                      "train_ciplab", "pair_by_size", "twin_hires")}
+                                                      "train_ciplab", "pair_by_size", "twin_hires", "held_real")}
     logo.save_runs([result], args.docs)
     print(args.docs / "RESULTS.md")
 
