@@ -11,6 +11,8 @@ two cards' threshold log-odds so that one threshold applies, the rest by the mai
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -27,8 +29,10 @@ from forensics.scoring import threshold_log_odds  # noqa: E402
 from forensics.training.evaluate import load_predictor, score_samples  # noqa: E402
 
 
-def scored(model: str, samples: list, cache: Path) -> dict:
-    """{labels, names, thr, lo|COND, short|COND}, scored once per model and kept in cache."""
+def scored(model: str, samples: list, cache_dir: Path) -> dict:
+    """{labels, names, thr, lo|COND, short|COND}, scored once per model and sample set and kept in cache_dir."""
+    key = hashlib.sha256(json.dumps([model, [str(s.path) for s in samples]]).encode()).hexdigest()[:16]
+    cache = cache_dir / f"{key}.npz"  # another model or row set never reads these scores
     if cache.is_file():
         return dict(np.load(cache))
     predict, card, _ = load_predictor(model)
@@ -81,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     logo.add_generated_rows(args.generated)
     samples = logo.eval_set(argparse.Namespace(data=args.data, per_source=args.per_source, seed=0))
-    main_scores = scored(args.main, samples, args.cache / "main.npz")
-    second = scored(args.second, samples, args.cache / "second.npz")
+    main_scores = scored(args.main, samples, args.cache)
+    second = scored(args.second, samples, args.cache)
     bands = [None] + [tuple(int(v) for v in b.split("-")) for b in args.band]
     tables = [rows(main_scores, second, b) for b in bands]
     print("| row | " + " | ".join("main alone" if b is None else f"{b[0]}-{b[1]} px routed" for b in bands) + " |")

@@ -207,14 +207,8 @@ def _size_matched(reals: list[Sample], fakes: list[Sample]) -> dict[Sample, list
             return min(img.size)
 
     real_sides = [(r, short(r)) for r in reals]
-    by_side: dict[int, list[Sample]] = {}
-    out = {}
-    for fake in fakes:
-        side = short(fake)
-        if side not in by_side:
-            by_side[side] = [r for r, s in real_sides if 1 / PARTNER_SIZE_RATIO <= s / side <= PARTNER_SIZE_RATIO]
-        out[fake] = by_side[side]
-    return out
+    return {fake: [r for r, s in real_sides if 1 / PARTNER_SIZE_RATIO <= s / side <= PARTNER_SIZE_RATIO]
+            for fake, side in ((f, short(f)) for f in fakes)}
 
 
 class PairedCropDataset(Dataset):
