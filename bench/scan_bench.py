@@ -5,6 +5,7 @@
     python bench/scan_bench.py --rss-scaling          # peak RSS of gscan on 1,000 vs 10,000 small files
     python bench/scan_bench.py --cam                  # wall time with heatmaps for every image vs none
     python bench/scan_bench.py --provenance           # wall time with the provenance reader off vs on
+    python bench/scan_bench.py --watermarks           # wall time with the invisible-watermark reader off vs on
     python bench/scan_bench.py --load 20000           # 20,000 small files: one row each, time, peak RSS
     python bench/scan_bench.py --thread-scaling       # decode+tile on n threads vs n processes (the GIL's share)
 
@@ -116,9 +117,16 @@ DEVICE = "cpu"
 SKIP_BASELINE = False
 
 
-def run_gscan(folder: Path, model: str, report: Path, extra: list[str] = ()) -> tuple[float, float]:
-    cmd = [sys.executable, "-m", "cli", "dir", str(folder), "--model", model, "--report", str(report), "-q",
-           "--device", DEVICE, *extra]
+GSCAN = [sys.executable, "-m", "cli"]
+# the same gscan with the invisible-watermark reader stubbed out (metadata provenance still read): the "before"
+GSCAN_WITHOUT_WATERMARKS = [sys.executable, "-c", "import sys, forensics.provenance as p; "
+                            "p.find_marks = lambda *a, **k: []; from cli.entry import run; run()"]
+
+
+def run_gscan(folder: Path, model: str, report: Path, extra: list[str] = (), launcher: list[str] = GSCAN,
+              ) -> tuple[float, float]:
+    cmd = [*launcher, "dir", str(folder), "--model", model, "--report", str(report), "-q", "--device", DEVICE,
+           *extra]
     return peak_rss_of(cmd)
 
 
@@ -314,7 +322,8 @@ def load_test(args) -> dict:
             "seconds": wall, "images_per_second": args.load / wall, "peak_rss_mb": rss}
 
 
-def alternate(args, variants: dict[str, list[str]], rounds: int, fresh: str | None = None) -> dict[str, list[float]]:
+def alternate(args, variants: dict[str, list[str]], rounds: int, fresh: str | None = None,
+              launchers: dict[str, list[str]] | None = None) -> dict[str, list[float]]:
     """Wall seconds of gscan on the bench images with each variant's extra options, the variants run in turn
     (a shared machine drifts by 10-20% within minutes); `fresh` names a folder emptied before every run."""
     import shutil
@@ -327,7 +336,8 @@ def alternate(args, variants: dict[str, list[str]], rounds: int, fresh: str | No
         for name, extra in variants.items():
             if fresh:
                 shutil.rmtree(fresh, ignore_errors=True)
-            seconds[name].append(run_gscan(folder, model, args.data / f"{name}.csv", extra)[0])
+            launcher = (launchers or {}).get(name, GSCAN)
+            seconds[name].append(run_gscan(folder, model, args.data / f"{name}.csv", extra, launcher)[0])
     return seconds
 
 
@@ -361,6 +371,24 @@ def provenance_overhead(args) -> dict:
         cost[name] = 1000 * (time.perf_counter() - started) / len(blobs)
     return {"images": args.images, "off_seconds": seconds["off"], "on_seconds": seconds["on"],
             "on_over_off": min(seconds["on"]) / min(seconds["off"]), "reader_ms_per_file": cost}
+
+
+def watermark_overhead(args) -> dict:
+    """Scans with the invisible-watermark reader stubbed out and with it (provenance on in both), alternated, best
+    of each; and the reader alone per image on the bench images' decoded pixels."""
+    from forensics.provenance import read_watermarks
+
+    seconds = alternate(args, {"without": [], "with": []}, max(args.rounds, 3),
+                        launchers={"without": GSCAN_WITHOUT_WATERMARKS})
+    files = sorted(find_images(args.data / f"bench-{args.images}"))[:200]
+    pixels = [decode_file(f).pixels for f in files]
+    started = time.perf_counter()
+    for image in pixels:
+        read_watermarks(image)
+    reader_ms = 1000 * (time.perf_counter() - started) / len(pixels)
+    return {"images": args.images, "without_seconds": seconds["without"], "with_seconds": seconds["with"],
+            "with_over_without": min(seconds["with"]) / min(seconds["without"]), "reader_ms_per_image": reader_ms,
+            "megapixels_per_image": float(np.mean([p.shape[0] * p.shape[1] for p in pixels]) / 1e6)}
 
 
 TABLE_ROWS = (("baseline", "baseline (PyTorch eager + DataLoader)"), ("gscan", "gscan dir, end to end"),
@@ -438,6 +466,7 @@ def main() -> None:
     parser.add_argument("--rss-scaling", action="store_true")
     parser.add_argument("--cam", action="store_true")
     parser.add_argument("--provenance", action="store_true", help="scan time with the provenance reader off vs on")
+    parser.add_argument("--watermarks", action="store_true", help="scan time with the watermark reader off vs on")
     parser.add_argument("--signed", default=None, help="with --provenance: a folder of files with C2PA manifests")
     parser.add_argument("--load", type=int, default=0, help="scan this many small files (e.g. 20000)")
     parser.add_argument("--processes", action="store_true", help="also scan with --decode processes")
@@ -463,6 +492,8 @@ def main() -> None:
         result = cam_overhead(args)
     elif args.provenance:
         result = provenance_overhead(args)
+    elif args.watermarks:
+        result = watermark_overhead(args)
     elif args.thread_scaling:
         result = thread_scaling(args)
     elif args.batch_sweep:

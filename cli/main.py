@@ -233,13 +233,17 @@ def dir_command(
                                                                        "longer found instead of keeping them.")
                      ] = False,
     fail_on_fake: Annotated[bool, typer.Option("--fail-on-fake", metavar=FLAG, help="Exit 1 if any image scores fake.")] = False,
+    allow_unscored: Annotated[bool, typer.Option("--allow-unscored", metavar=FLAG, help=(
+        "With --fail-on-fake: images that could not be scored (corrupt, too large, unsupported) do not fail the "
+        "job. Without it the job fails closed: an unscored image is not a clean one."))] = False,
     fail_on_error: Annotated[bool, typer.Option("--fail-on-error", metavar=FLAG,
                                                 help="Exit 1 if any file could not be scored (an error row): what "
                                                      "was not verified fails the job.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="Print nothing but errors.")] = False,
     provenance: Annotated[Switch, typer.Option(
-        help="Read each file's Content Credentials (C2PA) and generator metadata: a file that declares generation "
-             "is labelled fake whatever its score; metadata never makes one real. off: the model alone.")
+        help="Read each file's Content Credentials (C2PA), generator metadata and known invisible watermarks: a "
+             "file that declares generation is labelled fake whatever its score; neither ever makes one real. off: "
+             "the model alone.")
                           ] = Switch.on,
     c2pa_trust: Annotated[Optional[Path], typer.Option(
         metavar="FILE", help="PEM file of trust anchors to check C2PA signers against (never fetched; without "
@@ -279,15 +283,27 @@ def dir_command(
         if report is None and html is None and shown:
             print_rows(out, shown, result.summary.files)
         print_summary(console, result)
-    s = result.summary
-    failed = [f"{s.fake} scored fake (--fail-on-fake)"] if fail_on_fake and s.fake else []
-    failed += [f"{s.errors} could not be scored (--fail-on-error)"] if fail_on_error and s.errors else []
+    failed = _failures(result.summary, fail_on_fake, fail_on_error, allow_unscored)
     if failed:
+        s = result.summary
         # even with -q, a failed CI job's log says why (stderr, one line)
         where = f"; rows in {result.report}" if result.report and not to_stdout else ""
         err.print(escape(visible(f"gscan: exit {EXIT_FLAGGED}: of {s.files} files, {' and '.join(failed)}{where}")),
                   soft_wrap=True, highlight=False)
         raise typer.Exit(EXIT_FLAGGED)
+
+
+def _failures(s, fail_on_fake: bool, fail_on_error: bool, allow_unscored: bool) -> list[str]:
+    """Why the job exits 1: fakes with --fail-on-fake, error rows with --fail-on-error, and with --fail-on-fake
+    alone, images that could not be scored (fail closed) unless --allow-unscored."""
+    failed = [f"{s.fake} scored fake (--fail-on-fake)"] if fail_on_fake and s.fake else []
+    if fail_on_error and s.errors:
+        failed.append(f"{s.errors} could not be scored (--fail-on-error)")
+    elif fail_on_fake and s.unscored and not allow_unscored:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(s.unscored_kinds.items(), key=lambda kv: -kv[1])[:3])
+        failed.append(f"{s.unscored} images could not be scored ({kinds}; --fail-on-fake fails closed, "
+                      "--allow-unscored lets them pass)")
+    return failed
 
 
 @app.command("verify")

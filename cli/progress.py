@@ -132,7 +132,7 @@ def print_summary(console: Console, result) -> None:
     if not s.provenance_read:
         facts.append(("provenance", "off (--provenance off): the model alone"))
     elif s.declared:
-        facts.append(("provenance", f"{s.declared} declare generation in their metadata ({s.from_provenance} fake "
+        facts.append(("provenance", f"{s.declared} declare generation in their metadata or watermarks ({s.from_provenance} fake "
                                     "by that alone: the model scored them real)"))
     if s.reused or s.rescanned or s.kept_unseen or s.pruned:
         why = "; ".join(f"{n} {reason}" for reason, n in sorted(s.rescan_reasons.items()))

@@ -18,20 +18,23 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
-from .png import png_damage
+from .png import png_damage, text_load, without_text
 from .prechecks import icon_decoded_bytes, icon_problem
-from .provenance import Provenance, ProvenanceSettings, read_provenance
+from .text import visible
+from .provenance import Provenance, ProvenanceSettings, read_provenance, read_watermarks
 
 # We bound pixels ourselves (max_pixels) before decoding; PIL's own bomb check would raise mid-scan.
 Image.MAX_IMAGE_PIXELS = None
 # Decode what a browser shows: a truncated tail is filled, an ancillary PNG chunk with a bad CRC is skipped
 # (Pillow skips those only in this mode). The row's notes say when a file was truncated or had bad chunks.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
-# Large text and ICC chunks are legal PNG: the file size limit bounds what is stored. What a compressed chunk may
-# inflate to is bounded too (4 MiB: a larger one is dropped, as LOAD_TRUNCATED_IMAGES makes Pillow do), so that a
-# 0.5 MB file cannot make Pillow inflate 128 MB of zTXt.
+# Large text and ICC chunks are legal PNG: the file size limit bounds what is stored. Metadata, like pixels, has a
+# memory cap: what a compressed chunk may inflate to (4 MiB: a larger one is dropped, as LOAD_TRUNCATED_IMAGES
+# makes Pillow do) and the text Pillow may hold for one image (MAX_METADATA). A PNG whose text chunks could pass
+# the cap is handed to Pillow without them (a note says so): its pixels are scored, never refused for metadata.
+MAX_METADATA = 32 * 1024 * 1024
 PngImagePlugin.MAX_TEXT_CHUNK = 4 * 1024 * 1024
-PngImagePlugin.MAX_TEXT_MEMORY = 128 * 1024 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA
 
 # Raster formats only: Pillow would otherwise try every plugin, and EPS hands the file to Ghostscript.
 DECODED_FORMATS = ["PNG", "JPEG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "JPEG2000", "QOI", "TGA", "ICO",
@@ -263,10 +266,46 @@ def _read_provenance(out: DecodedImage, data: bytes, img: Image.Image, settings:
         out.notes.append(f"provenance: metadata not read ({type(exc).__name__}: {exc})")
 
 
+def _within_metadata_cap(data: bytes, notes: list[str]) -> bytes:
+    """The PNG bytes Pillow gets: the file itself, or the file without its text chunks when they could make Pillow
+    hold more than MAX_METADATA (stored text, or compressed chunks at their inflation bound)."""
+    count, compressed, size = text_load(data)
+    if size + compressed * PngImagePlugin.MAX_TEXT_CHUNK <= MAX_METADATA:
+        return data
+    notes.append(f"{count} PNG text chunks ({size:,} bytes stored, {compressed} compressed) could exceed the "
+                 f"{MAX_METADATA // 2**20} MiB metadata cap: left out of decoding, pixels scored")
+    return without_text(data)
+
+
+def _orientation(img: Image.Image, notes: list[str]) -> int:
+    """EXIF Orientation, 1 when absent; a malformed EXIF block or an Orientation that is not a number 1-8 (text,
+    a list) is dropped with a note: metadata never keeps the pixels from being scored."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception as exc:  # Pillow's EXIF parser on hostile bytes raises anything
+        notes.append(f"EXIF unreadable ({type(exc).__name__}): dropped, pixels scored")
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
+        return value
+    if value not in (None, 0, 1):
+        notes.append(f"EXIF Orientation {visible(repr(value)[:40])} is not 1-8: dropped, scored as stored")
+    return 1
+
+
+def _read_watermarks(out: DecodedImage) -> None:
+    try:
+        claims = read_watermarks(out.pixels)
+    except Exception as exc:  # the reader's arithmetic on odd pixels: a note, and the image is still scored
+        out.notes.append(f"provenance: watermarks not read ({type(exc).__name__}: {exc})")
+        return
+    if claims:
+        out.provenance = (out.provenance or Provenance()).adding(claims)
+
+
 def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                  provenance: ProvenanceSettings | None = None) -> DecodedImage:
     """Decode image bytes into a DecodedImage; never raises for bad content. With provenance settings, the file's
-    own metadata is read too (forensics/provenance)."""
+    own metadata and the invisible watermarks in its pixels are read too (forensics/provenance)."""
     out = DecodedImage(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data))
     if not data:
         out.error = "empty file (0 bytes)"
@@ -277,11 +316,12 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
         return out
     # Pillow decodes an icon inside open(): a large one is opened under the one-big-decode lock
     big_icon = sniffed == "ICO" and icon_decoded_bytes(data) > _BIG_DECODE
+    pillow_bytes = _within_metadata_cap(data, out.notes) if sniffed == "PNG" else data
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with _big_decodes if big_icon else contextlib.nullcontext():
-                img = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
+                img = Image.open(io.BytesIO(pillow_bytes), formats=DECODED_FORMATS)
             out.format = img.format or sniffed or ""
             out.width, out.height = img.size
             out.mode = img.mode
@@ -296,7 +336,7 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                              f"{BYTES_PER_PIXEL_CAP} bytes for each of --max-pixels {max_pixels:,}")
                 return out
             # after the size checks: Pillow's PNG getexif() decodes the whole image to look past IDAT
-            out.orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            out.orientation = _orientation(img, out.notes)
             if provenance is not None:
                 _read_provenance(out, data, img, provenance)
             if out.frames > 1:
@@ -324,6 +364,8 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
         out.notes.append(f"EXIF orientation {out.orientation}: scored as stored, not rotated")
     if out.error:
         out.pixels = None
+    elif provenance is not None and out.pixels is not None:
+        _read_watermarks(out)
     return out
 
 

@@ -52,7 +52,7 @@ def png_damage(data: bytes) -> list[str]:
             notes.append(f"PNG cut inside its {tag.decode('latin-1')!r} chunk (truncated): decoded as a viewer "
                          "shows it")
             break
-        if zlib.crc32(data[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+        if zlib.crc32(memoryview(data)[pos + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
             bad.append(tag.decode("latin-1"))
         if tag == b"IEND":
             break
@@ -62,3 +62,47 @@ def png_damage(data: bytes) -> list[str]:
     if bad:
         notes.insert(0, f"PNG chunk(s) whose CRC does not match, ignored as viewers do: {', '.join(sorted(set(bad)))}")
     return notes
+
+
+TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _chunks(data: bytes):
+    """(tag, start, end) of each whole chunk after the signature, up to IEND or the first cut one."""
+    pos = len(_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            return
+        yield tag, pos, end
+        if tag == b"IEND":
+            return
+        pos = end
+
+
+def text_load(data: bytes) -> tuple[int, int, int]:
+    """(text chunks, of them compressed, bytes they take as stored) of a PNG: what Pillow would hold as text."""
+    count = compressed = size = 0
+    for tag, start, end in _chunks(data):
+        if tag in TEXT_CHUNKS:
+            count += 1
+            size += end - start - 12
+            compressed += tag == b"zTXt" or (tag == b"iTXt" and _itxt_compressed(data, start + 8, end - 4))
+    return count, compressed, size
+
+
+def _itxt_compressed(data: bytes, start: int, end: int) -> bool:
+    key_end = data.find(b"\x00", start, min(end, start + 80))
+    return key_end >= 0 and key_end + 1 < end and data[key_end + 1] == 1
+
+
+def without_text(data: bytes) -> bytes:
+    """The PNG with its text chunks left out (pixels, palette, transparency and colour chunks kept)."""
+    parts, kept_to = [data[:len(_SIGNATURE)]], len(_SIGNATURE)
+    for tag, start, end in _chunks(data):
+        if tag in TEXT_CHUNKS:
+            parts.append(data[kept_to:start])
+            kept_to = end
+    parts.append(data[kept_to:])
+    return b"".join(parts)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import struct
 
 _PNG = b"\x89PNG\r\n\x1a\n"
-MAX_ICON_ENTRIES = 256
 
 
 def icon_entry_sizes(data: bytes) -> list[tuple[int, int]]:
@@ -18,7 +17,7 @@ def icon_entry_sizes(data: bytes) -> list[tuple[int, int]]:
         return []
     count = struct.unpack("<H", data[4:6])[0]
     sizes = []
-    for i in range(min(count, MAX_ICON_ENTRIES)):
+    for i in range(count):  # every entry: Pillow reads them all and opens the largest
         entry = data[6 + 16 * i:22 + 16 * i]
         if len(entry) < 16:
             break

@@ -31,7 +31,7 @@ FLOAT_COLUMNS = ("score", "threshold", "coverage", "generator_score", "cam_max")
 # keys a row may carry for the triage page only (embedded thumbnails), never written to a report
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]
-PROVENANCE_LABEL_NOTE = "label fake from provenance: the file's metadata declares generation"
+PROVENANCE_LABEL_NOTE = "label fake from provenance: the file's metadata or an invisible watermark declares generation"
 RESCORED_NOTE = "scored again in fp32: its int8 score lay near the threshold"
 NON_FINITE = "the model returned non-finite logits (NaN or infinity) for this image: no verdict"
 
@@ -52,8 +52,29 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def image_probabilities(tile_logits: np.ndarray) -> np.ndarray:
-    """One image's class probabilities: its tiles' logits averaged, then softmax."""
-    return softmax(tile_logits.mean(axis=0))
+    """One image's class probabilities: its tiles' logits averaged (in float64, so that finite tile logits near
+    float32's limit cannot overflow into infinity when summed), then softmax; NaN where even that is not finite."""
+    with np.errstate(all="ignore"):
+        return softmax(tile_logits.astype(np.float64).mean(axis=0))
+
+
+# error rows of files that are not images at all; every other error row is an image that could not be scored,
+# which a moderation job (--fail-on-fake) must not take for a clean one
+NOT_AN_IMAGE = ("not a recognised image", "empty file", "not a regular file")
+
+
+def unscored_image(row: dict) -> bool:
+    """An error row of a file that is, or may be, an image: decoding failed, it was too large, unsupported, ..."""
+    reason = str(row.get("error") or "")
+    return row.get("status") == "error" and (not reason.startswith(NOT_AN_IMAGE) or "signature but" in reason)
+
+
+def error_kind(reason: str) -> str:
+    """The short kind of an error reason, for counts (`corrupt PNG data`, `unsupported format`, `over --max-pixels`)."""
+    for flag in ("--max-pixels", "--max-file-size"):
+        if f"more than {flag}" in reason:
+            return f"over {flag}"
+    return reason.split(":", 1)[0].split(" (", 1)[0][:60]
 
 
 @dataclass
@@ -62,6 +83,8 @@ class ScanSummary:
     real: int = 0
     fake: int = 0
     errors: int = 0
+    unscored: int = 0  # of the errors, files that are (or may be) images: unscored_image()
+    unscored_kinds: dict[str, int] = field(default_factory=dict)
     tiles: int = 0
     reused: int = 0  # rows taken from the report being resumed
     declared: int = 0  # rows whose metadata declares generation (labelled fake whatever the score)
@@ -84,6 +107,10 @@ class ScanSummary:
         self.tiles += row["tiles"] if isinstance(row.get("tiles"), int) else 0
         if row["status"] == "error":
             self.errors += 1
+            if unscored_image(row):
+                self.unscored += 1
+                kind = error_kind(str(row.get("error") or ""))
+                self.unscored_kinds[kind] = self.unscored_kinds.get(kind, 0) + 1
         else:
             self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
         if row.get("provenance") in GENERATIVE:
@@ -132,10 +159,10 @@ class RowBuilder:
         when the model's logits for the image are not finite (a broken model's NaN is never a "real").
         rescored: the fp32 partner of an int8 model scored the image again near the threshold; the row names both
         models' sha256 (`int8+fp32`), since both shaped its score."""
-        if not np.isfinite(tile_logits).all():
+        probs = image_probabilities(tile_logits)
+        if not (np.isfinite(tile_logits).all() and np.isfinite(probs).all()):  # the pooled score is checked too
             return self.error(decoded, NON_FINITE), None
         card = self.detector.card
-        probs = image_probabilities(tile_logits)
         row = {**self.base(decoded), "status": "ok", "error": None, "tiles": int(len(tile_logits))}
         if rescored and self.detector.exact is not None:
             row["model_sha256"] = f"{self.detector.sha256}+{self.detector.exact.sha256}"

@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..errors import GscanError
@@ -15,9 +16,11 @@ from .claims import Claim, Provenance, combine
 from .containers import MAX_MANIFEST, embedded_metadata
 from .content_credentials import MIME, C2paUnavailable, c2pa_claims, manifest_store
 from .metadata import metadata_claims, short
-from .signatures import CAPTURED, EDITED, GENERATED, GENERATIVE
+from .signatures import CAPTURED, EDITED, GENERATED, GENERATIVE, WATERMARK_TABLE, WATERMARKS
+from .watermarks import find_marks
 
-__all__ = ["CAPTURED", "EDITED", "GENERATED", "GENERATIVE", "Provenance", "ProvenanceSettings", "read_provenance"]
+__all__ = ["CAPTURED", "EDITED", "GENERATED", "GENERATIVE", "Provenance", "ProvenanceSettings", "read_provenance",
+           "read_watermarks"]
 MAX_TRUST_FILE = 4 * 1024 * 1024
 
 
@@ -43,7 +46,7 @@ class ProvenanceSettings:
 
     def key(self) -> str:
         """What the settings of a row say of provenance (--resume reuses a row only when it matches)."""
-        return f"provenance=on;c2pa_trust={self.trust_sha256[:16] or 'none'}"
+        return f"provenance=on;watermarks={WATERMARK_TABLE};c2pa_trust={self.trust_sha256[:16] or 'none'}"
 
 
 def _c2pa(data: bytes, fmt: str, settings: ProvenanceSettings, embedded) -> tuple[list[Claim], list[str]]:
@@ -71,3 +74,9 @@ def read_provenance(data: bytes, fmt: str, image: Image.Image, settings: Provena
         notes += problems
     claims += metadata_claims(embedded, image)
     return combine(claims, [f"provenance: {n}" for n in notes])
+
+
+def read_watermarks(pixels: np.ndarray) -> list[Claim]:
+    """Claims of the known invisible watermarks the decoded pixels carry (signatures.WATERMARKS): each a
+    statement of generation. No mark found is no claim: a missing mark clears nothing."""
+    return [Claim(GENERATED, match.detail) for match in find_marks(pixels, WATERMARKS)]

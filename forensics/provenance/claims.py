@@ -25,6 +25,11 @@ class Provenance:
     kind: str = ""
     detail: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    claims: tuple[Claim, ...] = field(default_factory=tuple)
+
+    def adding(self, claims: list[Claim]) -> "Provenance":
+        """This provenance with more claims (the pixels' watermarks, read after the metadata)."""
+        return combine([*self.claims, *claims], list(self.notes)) if claims else self
 
 
 def combine(claims: list[Claim], notes: list[str]) -> Provenance:
@@ -35,4 +40,4 @@ def combine(claims: list[Claim], notes: list[str]) -> Provenance:
     detail = " | ".join(dict.fromkeys(c.detail for c in ordered))
     if len(detail) > MAX_DETAIL:
         detail = detail[:MAX_DETAIL - 3] + "..."
-    return Provenance(kind, detail, tuple(notes))
+    return Provenance(kind, detail, tuple(notes), tuple(ordered))

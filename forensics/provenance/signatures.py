@@ -3,7 +3,9 @@ README's "Provenance" section lists the same table for users."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 
 GENERATED, EDITED, CAPTURED = "generated", "edited-with-ai", "captured"
 # provenance values that make a row's label fake (metadata may add suspicion, never clear an image)
@@ -66,3 +68,53 @@ CREDIT_NOTES = (
     (re.compile(r"\b(Made|Created|Generated|Imagined) (with|by) (Google )?AI\b|\bAI[- ]generated\b",
                 re.IGNORECASE), GENERATED),
 )
+
+
+# Invisible watermarks (forensics/provenance/watermarks.py reads them): the marks open generators' reference code
+# embeds with invisible-watermark's dwtDct method. A mark counts when at least min_matching of its bits agree;
+# the threshold is the smallest count whose chance on an unmarked image (each bit a fair coin: binomial tail) is
+# below MARK_FALSE_CLAIM shared among every mark of the table (a union bound), so that a real photo is falsely
+# claimed less than once in a million. docs/WATERMARKS.md gives the measured agreement on real photos.
+MARK_FALSE_CLAIM = 1e-6
+
+
+def _bytes_bits(text: bytes) -> tuple[int, ...]:
+    return tuple((byte >> (7 - i)) & 1 for byte in text for i in range(8))
+
+
+def _int_bits(value: int) -> tuple[int, ...]:
+    # the reference scripts write bin(value)[2:], which drops leading zeros: the mark is as long as that string
+    return tuple(int(bit) for bit in bin(value)[2:])
+
+
+def binomial_tail(k: int, n: int) -> float:
+    """P(at least k of n fair coin flips come up as the mark's bit): the chance of a false claim of k bits."""
+    from math import comb
+    return sum(comb(n, i) for i in range(k, n + 1)) / 2 ** n
+
+
+@dataclass(frozen=True)
+class Watermark:
+    name: str
+    generator: str  # who embeds it, and where that is written
+    bits: tuple[int, ...]
+
+    @property
+    def min_matching(self) -> int:
+        budget = MARK_FALSE_CLAIM / len(WATERMARKS)
+        return next(k for k in range(len(self.bits) // 2, len(self.bits) + 1)
+                    if binomial_tail(k, len(self.bits)) < budget)
+
+
+WATERMARKS = (
+    Watermark("StableDiffusionV1", "Stable Diffusion 1.x, CompVis txt2img/img2img scripts",
+              _bytes_bits(b"StableDiffusionV1")),
+    Watermark("SDV2", "Stable Diffusion 2.x, Stability AI stablediffusion scripts", _bytes_bits(b"SDV2")),
+    Watermark("SDXL", "Stable Diffusion XL, Stability AI generative-models and diffusers",
+              _int_bits(0b101100111110110010010000011110111011000110011110)),
+    # black-forest-labs/flux src/flux/util.py (commit 802fb47): 48 bits written, 46 embedded (bin() drops two 0s)
+    Watermark("FLUX.1", "FLUX.1, Black Forest Labs reference code",
+              _int_bits(0b001010101111111010000111100111001111010100101110)),
+)
+# What a row's scan_settings name of the table (--resume rescans rows read with another table)
+WATERMARK_TABLE = hashlib.sha256(repr([(w.name, w.bits, w.min_matching) for w in WATERMARKS]).encode()).hexdigest()[:8]
