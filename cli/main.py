@@ -248,6 +248,9 @@ def dir_command(
     c2pa_trust: Annotated[Optional[Path], typer.Option(
         metavar="FILE", help="PEM file of trust anchors to check C2PA signers against (never fetched; without "
                              "it, rows say the signer was not checked against a trust list).")] = None,
+    sign_key: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="Ed25519 private key (gscan keys) that signs the report's seal, so that others can "
+                             "check it with the public key (gscan verify --public-key).")] = None,
 ) -> None:
     """Scan images for GAN fingerprints; one report row per file found."""
     from forensics.options import ScanOptions
@@ -265,7 +268,7 @@ def dir_command(
     with ScanProgress(err, path, enabled=not quiet) as progress:
         try:
             result = scan_to_report(path, model, report, device.value, options, resume=resume, html=html, prune=prune,
-                                    overwrite=overwrite,
+                                    overwrite=overwrite, sign_key=sign_key,
                                     engine=engine.value, ray_address=ray_address,
                                     on_rows=lambda rows: (progress.advance(rows),
                                                           shown.extend(rows[: 50 - len(shown)])))
@@ -283,6 +286,12 @@ def dir_command(
         if report is None and html is None and shown:
             print_rows(out, shown, result.summary.files)
         print_summary(console, result)
+    if result.summary.heatmap_failures:  # outputs that were asked for and not written: never a quiet exit 0
+        s = result.summary
+        err.print(escape(visible(f"gscan: exit 2: {s.heatmap_failures} of the heatmaps asked for could not be "
+                                 f"written ({s.heatmap_failure}); their rows say so in notes")), soft_wrap=True,
+                  highlight=False)
+        raise typer.Exit(2)
     failed = _failures(result.summary, fail_on_fake, fail_on_error, allow_unscored)
     if failed:
         s = result.summary
@@ -308,29 +317,53 @@ def _failures(s, fail_on_fake: bool, fail_on_error: bool, allow_unscored: bool) 
 
 @app.command("verify")
 def verify_command(
-    report: Annotated[Path, typer.Argument(help="A report gscan wrote (.csv, .json or .jsonl).")],
+    report: Annotated[Path, typer.Argument(help="A report gscan wrote (.csv, .json or .jsonl), its .seal beside it.")],
+    public_key: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="The scanner's Ed25519 public key (gscan keys): check the signed seal without any "
+                             "secret, on any machine.")] = None,
 ) -> None:
-    """List the rows of a report changed since gscan wrote them (each row's row_digest, under your report key).
+    """Check that a report is the one gscan wrote: every row (its row_digest, under your report key) and the whole
+    (columns, row count and order against its signed seal).
 
-    Exit 0 when every row holds, 4 when any was changed, removed of its digest or forged, 2 when there is no
-    report or no key to check with."""
-    from forensics.integrity import KEY_ENV, changed_rows, key_file, report_key
-    from forensics.report import read_rows
-    from forensics.rows import COLUMNS
+    Exit 0 when everything checked holds, 4 when rows were changed, deleted, moved, added or cut off, or the
+    columns or seal differ, 2 when there is no report or nothing to check with."""
+    from forensics.integrity import report_key
+    from forensics.seal import load_public_key
+    from forensics.verify import verify_report
 
-    if not report.is_file():
-        raise GscanError(f"report {report} does not exist")
     key = report_key(create=False)
-    if key is None:
-        raise GscanError(f"no report key to check with: set {KEY_ENV}, or use the machine whose {key_file()} "
-                         "signed the report")
-    rows = read_rows(report)
-    changed = changed_rows(rows, key, COLUMNS)
-    for row, why in changed:
-        out.print(escape(visible(f"changed: {row.get('path')}: {why}")), soft_wrap=True, highlight=False)
-    out.print(f"{len(rows)} rows, {len(rows) - len(changed)} intact, {len(changed)} changed", highlight=False)
-    if changed:
+    result = verify_report(report, key, load_public_key(public_key) if public_key else None)
+    for path, why in result.changed:
+        out.print(escape(visible(f"changed: {path}: {why}")), soft_wrap=True, highlight=False)
+    for problem in result.problems:
+        out.print(escape(visible(f"not whole: {problem}")), soft_wrap=True, highlight=False)
+    rows = (f"{result.rows - result.changed_count} intact, {result.changed_count} changed" if result.rows_checked
+            else "row digests not checked (no report key here)")
+    seal = (f"seal checked with the {' and the '.join(result.authenticated_by)}" if result.authenticated_by
+            else "seal not authenticated")
+    whole = "whole" if not result.problems else "NOT whole"
+    out.print(f"{result.rows} rows, {rows}; {seal}; {whole}", highlight=False)
+    if not result.intact:
+        if key is not None and result.changed_count == result.rows and result.rows:
+            out.print("every row fails: if the report came from another machine, its report key differs "
+                      "(check with --public-key instead)", highlight=False)
         raise typer.Exit(EXIT_CHANGED)
+
+
+@app.command("keys")
+def keys_command(
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the key pair.")] = Path("."),
+    name: Annotated[str, typer.Option(help="File name stem: NAME.key (private) and NAME.pub.")] = "gscan-signing",
+) -> None:
+    """Make an Ed25519 key pair for signing reports: scans sign with NAME.key (--sign-key), anyone checks with
+    NAME.pub (gscan verify --public-key)."""
+    from forensics.seal import make_key_pair
+
+    private, public, fingerprint = make_key_pair(out_dir, name)
+    out.print(escape(visible(f"private key: {private} (keep it secret; mode 0600)")), soft_wrap=True, highlight=False)
+    out.print(escape(visible(f"public key: {public} (hand it to whoever checks your reports)")), soft_wrap=True,
+              highlight=False)
+    out.print(f"fingerprint: {fingerprint}", highlight=False)
 
 
 @app.command("models")

@@ -145,6 +145,9 @@ def print_summary(console: Console, result) -> None:
     facts.append(("time", f"{s.seconds:.2f} s ({speed})"))
     if result.report:
         facts.append(("report", visible(str(result.report)) + ("" if s.signed else " (rows unsigned: no report key)")))
+        if str(result.report) != "-":
+            facts.append(("seal", visible(str(result.report)) + ".seal" + (
+                f" (signed by public key {s.signer[:16]}...)" if s.signer else "")))
     print_facts(console, "gscan summary", facts)
 
 

@@ -33,6 +33,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = True
 # makes Pillow do) and the text Pillow may hold for one image (MAX_METADATA). A PNG whose text chunks could pass
 # the cap is handed to Pillow without them (a note says so): its pixels are scored, never refused for metadata.
 MAX_METADATA = 32 * 1024 * 1024
+MAX_BELIEVED_FRAMES = 100_000  # an APNG's acTL may declare 2**31 frames; the count is reported, not trusted
 PngImagePlugin.MAX_TEXT_CHUNK = 4 * 1024 * 1024
 PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA
 
@@ -341,7 +342,9 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                 _read_provenance(out, data, img, provenance)
             if out.frames > 1:
                 img.seek(0)
-                out.notes.append(f"first frame of {out.frames}")
+                out.notes.append(f"first frame of {out.frames:,}" if out.frames <= MAX_BELIEVED_FRAMES else
+                                 f"first frame (the file declares {out.frames:,} frames, more than any real "
+                                 "animation: not believed)")
             if size > _BIG_DECODE:  # one large decode at a time: memory stays bounded whatever the worker count
                 with _big_decodes:
                     img.load()

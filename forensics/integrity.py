@@ -102,3 +102,9 @@ def changed_rows(rows: list[dict], key: bytes, columns: list[str]) -> list[tuple
         elif not digest_holds(key, row, columns):
             out.append((row, "row_digest does not match its cells (changed since it was written)"))
     return out
+
+
+def sealed_bytes(row: dict, columns: list[str]) -> bytes:
+    """Every cell of a row, its digest included, as the seal's hash chain takes it (forensics/seal.py)."""
+    cells = [json.dumps(_finite(row.get(k)), ensure_ascii=True, default=str) for k in columns]
+    return "\x1f".join(cells).encode("ascii")

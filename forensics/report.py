@@ -13,9 +13,10 @@ from typing import Any, TextIO
 
 from .errors import GscanError
 from .outputs import create_new, is_stdout, open_in_place, report_format
-from .integrity import DIGEST_COLUMN, row_digest
+from .integrity import DIGEST_COLUMN, row_digest, sealed_bytes
+from .seal import SealWriter, seal_path
 from .rows import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, unknown_keys
-from .text import FORMULA_START, csv_safe
+from .text import csv_safe, csv_value
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, list):
@@ -30,12 +31,12 @@ def _csv_value(value: Any) -> Any:
 
 
 def _from_csv(key: str, value: str | None):
-    """A CSV cell typed as a fresh row has it: csv_safe's quote undone (--resume matches paths as written), empty
+    """A CSV cell typed as a fresh row has it: csv_safe's quoting undone (--resume matches paths as written), empty
     cells None, numbers numbers. A cell that does not parse stays text, for the resume checks to refuse."""
     if value is None or value == "":
         return None
-    if value.startswith("'") and value[1:].startswith(FORMULA_START):
-        return value[1:]
+    if value.startswith("'"):
+        return csv_value(value)
     try:
         if key in INT_COLUMNS:
             return int(value)
@@ -116,9 +117,10 @@ class ReportWriter:
     place on close, so the previous report stays intact until the new one is whole.
     """
 
-    def __init__(self, path: Path, atomic: bool = False, key: bytes | None = None):
+    def __init__(self, path: Path, atomic: bool = False, key: bytes | None = None, signer=None):
         self.path = Path(path)
         self.key = key  # rows get a row_digest under it (forensics/integrity.py); None: left empty
+        self.seal: SealWriter | None = None  # REPORT.seal: rows chained, sealed on close (forensics/seal.py)
         self.to_stdout = is_stdout(self.path)
         self.format = "jsonl" if self.to_stdout else report_format(self.path)
         self.columns = COLUMNS
@@ -133,6 +135,9 @@ class ReportWriter:
         self._target = target
         # never through a link planted at either name (outputs.py)
         self._fh = create_new(target) if atomic else open_in_place(target)
+        if not atomic and seal_path(self.path).is_file():  # the report is replaced: its old seal no longer holds
+            seal_path(self.path).unlink()
+        self.seal = SealWriter(self.path, self.columns, self.format, key, signer)
         if self.format == "csv":
             self._csv = csv.DictWriter(self._fh, fieldnames=self.columns)
             self._csv.writeheader()
@@ -158,6 +163,8 @@ class ReportWriter:
                     self._fh.write(("," if self.count else "") + "\n  " + text)
                 else:
                     self._fh.write(text + "\n")
+            if self.seal is not None:
+                self.seal.add(sealed_bytes(row, self.columns))
             self.count += 1
         self._fh.flush()
 
@@ -171,6 +178,7 @@ class ReportWriter:
         if not complete:  # the scan failed, perhaps on a full disk: keep what reached it, raise nothing new
             try:
                 self._fh.close()
+                self.seal and self.seal.finish(complete=False)
             except OSError:
                 pass
             return
@@ -181,6 +189,17 @@ class ReportWriter:
         self._fh.close()
         if self._target != self.path:
             os.replace(self._target, self.path)
+        if self.seal is not None:
+            self.seal.finish()
+
+    def readable_rows(self) -> tuple[int, Path]:
+        """How many whole rows the file being written holds now, and which file that is (NAME.partial for JSON
+        and resumed reports): what a failed scan tells the user, counted, not assumed."""
+        try:
+            text = self._target.read_text(encoding="utf-8", errors="surrogateescape")
+            return len(_parse_rows(text, self.format, False)), self._target
+        except (OSError, ValueError, csv.Error):
+            return 0, self._target
 
     def __enter__(self) -> "ReportWriter":
         return self

@@ -15,7 +15,8 @@ from .integrity import digest_holds
 from .options import ScanOptions
 from .provenance import GENERATIVE
 from .report import read_rows, read_unfinished_rows
-from .rows import COLUMNS, mtime_text
+from .errors import GscanError
+from .rows import COLUMNS, mtime_text, unknown_keys
 from .runtime import Detector, sha256_file
 from .text import path_text
 
@@ -25,7 +26,12 @@ PROVENANCE_KINDS = (None, "generated", "edited-with-ai", "captured")
 def earlier_rows(report: Path) -> dict[str, dict]:
     """The report's rows by path, and the rows an interrupted resume left in NAME.partial (newer, so they win)."""
     rows = {row["path"]: row for row in read_rows(report)}
-    rows.update({row["path"]: row for row in read_unfinished_rows(report)})
+    for row in rows.values():
+        extra = unknown_keys(row)
+        if extra:  # an edited or foreign report: refused whole (exit 2), never half-carried into the new one
+            raise GscanError(f"report {report} has columns gscan does not write ({', '.join(sorted(extra)[:5])}): "
+                             "it was edited or is not a gscan report; move it away or use --overwrite")
+    rows.update({row["path"]: row for row in read_unfinished_rows(report) if not unknown_keys(row)})
     return rows
 
 

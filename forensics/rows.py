@@ -91,6 +91,9 @@ class ScanSummary:
     from_provenance: int = 0  # of those, rows the model alone would have called real
     provenance_read: bool = True  # False with --provenance off
     signed: bool = True  # rows carry a row_digest (a report key was at hand)
+    heatmap_failures: int = 0  # rows whose heatmap could not be written (a full disk): the CLI exits 2
+    heatmap_failure: str = ""  # the first reason
+    signer: str = ""  # sha256 of the Ed25519 public key whose private half signed the report's seal
     rescanned: int = 0  # rows of the resumed report not reused: they failed a check (rescan_reasons says which)
     rescan_reasons: dict[str, int] = field(default_factory=dict)
     kept_unseen: int = 0  # rows of the resumed report whose files were not found now, kept as they were
@@ -113,6 +116,9 @@ class ScanSummary:
                 self.unscored_kinds[kind] = self.unscored_kinds.get(kind, 0) + 1
         else:
             self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
+        if "heatmap failed: " in (row.get("notes") or ""):
+            self.heatmap_failures += 1
+            self.heatmap_failure = self.heatmap_failure or row["notes"].split("heatmap failed: ", 1)[1][:120]
         if row.get("provenance") in GENERATIVE:
             self.declared += 1
             self.from_provenance += PROVENANCE_LABEL_NOTE in (row.get("notes") or "")

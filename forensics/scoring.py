@@ -27,8 +27,9 @@ class ImageScores:
 
 def log_odds(tile_logits: np.ndarray, positive: int) -> float:
     """The image's mean logit difference, positive class minus the other: the log-odds its score comes from."""
-    mean = tile_logits.mean(axis=0)
-    return float(mean[positive] - mean[1 - positive])
+    with np.errstate(all="ignore"):  # finite logits near float32's limit: float64, and never a raw warning
+        mean = tile_logits.astype(np.float64).mean(axis=0)
+        return float(mean[positive] - mean[1 - positive])
 
 
 def threshold_log_odds(threshold: float) -> float:

@@ -91,17 +91,20 @@ def checked_detectors(models: list[str] | None, device: str, engine: str,
 def scan_to_report(root: Path, models: list[str] | None = None, report: Path | None = None, device: str = "auto",
                    options: ScanOptions | None = None, on_rows: RowSink = lambda rows: None,
                    resume: bool = False, html: Path | None = None, engine: str = "local",
-                   ray_address: str | None = None, prune: bool = False, overwrite: bool = False) -> ScanResult:
+                   ray_address: str | None = None, prune: bool = False, overwrite: bool = False,
+                   sign_key: Path | None = None) -> ScanResult:
     """Load the models, scan root and stream the rows into the report (if any), the page and on_rows.
 
     resume: reuse the report's rows that still hold (forensics/resume.py), scan the rest, and write the whole
     report anew in scan order (atomically: the old one stays until the new is whole). Rows of files no longer found
-    are kept as they were, after the others, unless prune.
+    are kept as they were, after the others, unless prune. sign_key: an Ed25519 private key (PEM) that signs the
+    report's seal, so that others can check it with the public key (forensics/seal.py).
     """
     from .html import TriagePage
     from .integrity import report_key
     from .outputs import ReportLock, check_outputs, is_stdout
     from .report import ReportWriter
+    from .seal import SigningKey
     from .resume import Resume, earlier_rows
 
     root = Path(root)
@@ -114,14 +117,20 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
     if report is not None and not is_stdout(report) and not (resume or overwrite) and os.path.lexists(report):
         raise GscanError(f"report {report} exists: --overwrite replaces it, --resume continues it (its rows are "
                          "never replaced silently)")
+    if html is not None and not (resume or overwrite) and os.path.lexists(html):
+        raise GscanError(f"page {html} exists: --overwrite replaces it (an earlier triage page is never replaced "
+                         "silently)")
     detector, attributor = checked_detectors(models, device, engine, options)
     chosen = choose_engine(engine, detector, attributor, options, resume, ray_address)
     key = report_key() if report is not None else None
+    signer = SigningKey(sign_key) if sign_key is not None else None
+    if signer is not None and (report is None or is_stdout(report)):
+        raise GscanError("--sign-key signs a report's seal: it needs --report FILE (stdout has no seal)")
     with contextlib.ExitStack() as held:
         if report is not None and not is_stdout(report):
             held.enter_context(ReportLock(report))  # before reading it for --resume: one scan per report
         resumed = Resume(earlier_rows(report), detector, attributor, options, key) if resume else None
-        writer = ReportWriter(report, atomic=resume, key=key) if report else None
+        writer = ReportWriter(report, atomic=resume, key=key, signer=signer) if report else None
         page = TriagePage(html) if html else None
         sink = _sink(writer, page, on_rows)
         seen: set[str] = set()
@@ -145,27 +154,42 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
             writer.close()
     summary.provenance_read = options.provenance is not None
     summary.signed = key is not None
+    summary.signer = signer.fingerprint if signer else ""
     if page:
         card = detector.card
-        page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,
-                    "threshold": summary.threshold, "threshold_method": card.threshold_method,
-                    "gscan_version": __version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        try:
+            page.close({"folder": path_text(root), "model": card.name, "model_sha256": detector.sha256,
+                        "threshold": summary.threshold, "threshold_method": card.threshold_method,
+                        "gscan_version": __version__,
+                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        except OSError as exc:  # a full disk: the report is whole, the page is not written
+            held_by = f"; the {summary.files} rows scanned so far stay in {report}" if writer else ""
+            raise GscanError(f"cannot write the triage page {html}: {exc.strerror or exc}{held_by}") from None
     return ScanResult(summary, detector, Path(report) if report else None, attributor)
 
 
 def _sink(writer, page, on_rows: RowSink) -> RowSink:
     def sink(rows: list[dict], keep_digest: bool = False) -> None:
         if writer:
-            before = writer.count
             try:
                 writer.write(rows, keep_digest=keep_digest)
             except BrokenPipeError:
                 raise  # `--report - | head`: the CLI's quiet exit 141
-            except OSError as exc:  # a full disk: the rows written so far stay, and the user is told
-                raise GscanError(f"cannot write the report {writer.path}: {exc.strerror or exc}; the {before} "
-                                 "rows written before stay in it") from None
+            except OSError as exc:  # a full disk: the rows that reached it stay, and the user is told how many
+                writer.close(complete=False)
+                kept, where = writer.readable_rows()
+                raise GscanError(f"cannot write the report {writer.path}: {exc.strerror or exc}; the {kept} rows "
+                                 f"that reached it stay in {where}") from None
         if page:
-            page.add(rows)
+            try:
+                page.add(rows)
+            except OSError as exc:  # a full disk under the page's spool: stop, and say what the report holds
+                held = ""
+                if writer:
+                    writer.close(complete=False)
+                    kept, where = writer.readable_rows()
+                    held = f"; the {kept} rows scanned so far stay in {where}"
+                raise GscanError(f"cannot write the triage page {page.path}: {exc.strerror or exc}{held}") from None
         on_rows(rows)
 
     return sink

@@ -20,9 +20,24 @@ def visible(text: str) -> str:
                           else f"<U+{ord(m.group()):04X}>", text)
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what a terminal acts on when `cat` shows a CSV
+_ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
 def csv_safe(value: str) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading formula character gets a single quote before it."""
-    return "'" + value if value.startswith(FORMULA_START) else value
+    """A CSV cell a spreadsheet and a terminal show as text, and from which csv_value() gives `value` back: a cell
+    that starts with a formula character or a quote, or holds control characters, is written as a quote, then the
+    value with backslashes doubled and controls as \\xNN."""
+    if not (value.startswith(FORMULA_START) or value.startswith("'") or _CONTROL.search(value)):
+        return value
+    return "'" + _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value.replace("\\", "\\\\"))
+
+
+def csv_value(cell: str) -> str:
+    """The value csv_safe() wrote as `cell`."""
+    if not cell.startswith("'"):
+        return cell
+    return _ESCAPED.sub(lambda m: "\\" if m.group(1) == "\\" else chr(int(m.group(1)[1:], 16)), cell[1:])
 
 
 def path_text(path: Path | str) -> str:

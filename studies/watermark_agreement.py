@@ -34,7 +34,7 @@ def agreement(pixels: np.ndarray) -> list[int]:
 
 def measure(folder: Path, per_set: int, conditions: dict) -> dict:
     files = sorted(p for p in find_images(folder))[:per_set]
-    result = {name: {"n": 0, "marked": 0, "all_bits": 0, "best": []} for name in conditions}
+    result = {name: {"n": 0, "marked": 0, "all_bits": 0, "agree": []} for name in conditions}
     for path in files:
         decoded = decode_file(path)
         if not decoded.ok:
@@ -50,11 +50,13 @@ def measure(folder: Path, per_set: int, conditions: dict) -> dict:
             cell["n"] += 1
             cell["marked"] += any(a >= m.min_matching for a, m in zip(agree, WATERMARKS))
             cell["all_bits"] += agree[best] == len(WATERMARKS[best].bits)
-            cell["best"].append(agree[0])  # StableDiffusionV1's agreement: the longest mark, the tail to report
+            cell["agree"].append(agree)
     for cell in result.values():
-        best = cell.pop("best")
-        cell["p99_sd1_bits"] = float(np.percentile(best, 99)) if best else None
-        cell["max_sd1_bits"] = int(max(best)) if best else None
+        agree = np.array(cell.pop("agree")).reshape(-1, len(WATERMARKS))
+        # per mark: the 99th percentile and the maximum of agreeing bits (a real photo's margin to the threshold)
+        cell["p99_bits"] = {m.name: float(np.percentile(agree[:, i], 99)) if len(agree) else None
+                            for i, m in enumerate(WATERMARKS)}
+        cell["max_bits"] = {m.name: int(agree[:, i].max()) if len(agree) else None for i, m in enumerate(WATERMARKS)}
     return result
 
 
@@ -68,9 +70,12 @@ def main() -> None:
     conditions = {"stored": None} if a.stored_only else CONDITIONS
     table = {}
     for folder in a.sets:
-        table[folder.name] = measure(folder, a.per_set, conditions)
-        row = table[folder.name]
-        print(folder.name, " ".join(f"{c}: {v['marked']}/{v['n']} p99={v['p99_sd1_bits']}" for c, v in row.items()),
+        if not folder.is_dir():
+            continue
+        name = folder.name if folder.name not in table else f"{folder.parent.parent.name}-{folder.name}"
+        table[name] = measure(folder, a.per_set, conditions)
+        row = table[name]
+        print(folder.name, " ".join(f"{c}: {v['marked']}/{v['n']} p99={v['p99_bits']}" for c, v in row.items()),
               flush=True)
     if a.json:
         old = json.loads(a.json.read_text()) if a.json.exists() else {}

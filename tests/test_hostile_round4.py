@@ -159,3 +159,233 @@ def test_an_icon_with_hundreds_of_entries_is_checked_to_the_last(tiny_onnx: Path
     icon = struct.pack("<HHH", 0, 1, n) + directory + small + huge
     decoded = decode_bytes(icon, Path("x.ico"))
     assert not decoded.ok and "more than --max-pixels" in decoded.error
+
+
+# -- reports that prove they are whole -----------------------------------------------------------------------------
+
+@pytest.fixture
+def sealed(tiny_onnx: Path, tmp_path: Path):
+    """A folder of six images scanned twice with the same key: report a (--threshold 0) and b (--threshold 1)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.png").write_bytes(plain_png(10 + i, size=64))
+    invoke("keys", "--out", tmp_path / "keys")
+    reports = {}
+    for name, threshold in (("a", 0.0), ("b", 1.0)):
+        for fmt in ("csv", "jsonl", "json"):
+            report = tmp_path / f"{name}.{fmt}"
+            invoke("dir", folder, "--model", tiny_onnx, "--report", report, "--threshold", threshold, "-q",
+                   "--sign-key", tmp_path / "keys" / "gscan-signing.key")
+            reports[name, fmt] = report
+    return reports, tmp_path / "keys" / "gscan-signing.pub"
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def _rows_of(path: Path) -> tuple[list[str], list[str], list[str]]:
+    """(head, row lines, tail) of a report, for editing it as an attacker would."""
+    lines = _lines(path)
+    if path.suffix == ".csv":
+        return lines[:1], lines[1:], []
+    if path.suffix == ".json":
+        body = [line.rstrip(",\n") + "\n" for line in lines[1:-1]]
+        return lines[:1], body, lines[-1:]
+    return [], lines, []
+
+
+def _write(path: Path, head, rows, tail) -> None:
+    if path.suffix == ".json":
+        rows = [r.rstrip("\n") + ("," if i < len(rows) - 1 else "") + "\n" for i, r in enumerate(rows)]
+    path.write_text("".join(head + rows + tail))
+
+
+def _verify(report: Path, *extra, expect: int):
+    return " ".join(invoke("verify", report, *extra, expect=expect).output.split())
+
+
+EDITS = {
+    "delete": (lambda rows, other: rows[:2] + rows[3:], "sealed row(s) missing before row 3"),
+    "truncate": (lambda rows, other: rows[:4], "the report ends 2 sealed row(s) early"),
+    "empty": (lambda rows, other: [], "the report ends 6 sealed row(s) early"),
+    "reorder": (lambda rows, other: [rows[1], rows[0], *rows[2:]], "row 2 is sealed row 1, out of its sealed order"),
+    "duplicate": (lambda rows, other: [*rows[:3], rows[2], *rows[4:]], "row 4 is sealed row 3 again"),
+    "splice": (lambda rows, other: rows[:3] + other[3:4] + rows[4:], "row 4 is not a sealed row"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_verify_names_deleted_truncated_reordered_and_spliced_rows(sealed, fmt: str, edit: str):
+    reports, public = sealed
+    report = reports["a", fmt]
+    _verify(report, expect=0)
+    head, rows, tail = _rows_of(report)
+    change, expected = EDITS[edit]
+    _write(report, head, change(rows, _rows_of(reports["b", fmt])[1]), tail)
+    for extra in ((), ("--public-key", public)):
+        said = _verify(report, *extra, expect=4)
+        assert expected in said, said
+        assert "NOT whole" in said
+
+
+def test_verify_refuses_extra_and_duplicated_columns_and_keys(sealed):
+    reports, public = sealed
+    csv_report = reports["a", "csv"]
+    head, rows, tail = _rows_of(csv_report)
+    _write(csv_report, [head[0].rstrip("\n") + ",label\n"], [r.rstrip("\n") + ",real\n" for r in rows], tail)
+    assert "repeated ['label']" in _verify(csv_report, expect=4)
+    jsonl = reports["a", "jsonl"]
+    head, rows, tail = _rows_of(jsonl)
+    _write(jsonl, head, [rows[0].replace('"label": "fake"', '"label": "fake", "label": "real"'), *rows[1:]], tail)
+    assert "repeats the key(s) ['label']" in _verify(jsonl, "--public-key", public, expect=4)
+    head, rows, tail = _rows_of(reports["a", "json"])
+    _write(reports["a", "json"], head, [rows[0].replace('{"path"', '{"extra": 1, "path"'), *rows[1:]], tail)
+    assert "extra ['extra']" in _verify(reports["a", "json"], expect=4)
+
+
+def test_a_third_party_checks_the_seal_with_the_public_key_alone(sealed, tmp_path: Path, monkeypatch):
+    reports, public = sealed
+    report = reports["a", "csv"]
+    monkeypatch.setenv("GSCAN_REPORT_KEY_FILE", str(tmp_path / "no-such.key"))  # another machine: no secret
+    said = _verify(report, "--public-key", public, expect=0)
+    assert "row digests not checked" in said and "seal checked with the public key" in said and "; whole" in said
+    invoke("keys", "--out", tmp_path / "other")
+    assert "not signed with this public key" in _verify(report, "--public-key", tmp_path / "other" /
+                                                        "gscan-signing.pub", expect=4)
+    seal = report.with_name(report.name + ".seal")
+    header, *lines = _lines(seal)
+    forged = json.loads(header)
+    forged["rows"] = 5
+    seal.write_text(json.dumps(forged) + "\n" + "".join(lines[:5]))
+    assert "signature does not hold" in _verify(report, "--public-key", public, expect=4)
+    seal.unlink()
+    assert "seal is missing" in _verify(report, "--public-key", public, expect=4) or \
+        ".seal is missing" in _verify(report, "--public-key", public, expect=4)
+    invoke("verify", report, expect=2)  # no key, no public key: nothing to check with
+
+
+def test_formula_and_control_character_names_round_trip_through_csv(tiny_onnx: Path, tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("'=x.png", "=y.png", "bell\x07esc\x1b[31m.png", "back\\slash.png"):
+        (folder / name).write_bytes(plain_png(20, size=64))
+    report = tmp_path / "r.csv"
+    invoke("dir", folder, "--model", tiny_onnx, "--report", report, "-q")
+    raw = report.read_text()
+    assert "\x1b" not in raw and "\x07" not in raw  # `cat report.csv` runs nothing
+    invoke("verify", report)  # an untouched report verifies
+    rows = read_rows(report)
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in folder.iterdir())
+    result = invoke("dir", folder, "--model", tiny_onnx, "--report", report, "--resume")
+    assert len(read_rows(report)) == 4, result.output  # resume adds no second row for any of them
+
+
+# -- resume, outputs on a full disk, smaller cases ----------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_resume_of_a_report_with_an_unknown_column_is_exit_2_with_the_reason(tiny_onnx: Path, tmp_path: Path,
+                                                                             fmt: str):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(plain_png(30, size=64))
+    report = tmp_path / f"r.{fmt}"
+    invoke("dir", folder, "--model", tiny_onnx, "--report", report, "-q")
+    head, rows, tail = _rows_of(report)
+    if fmt == "csv":
+        _write(report, [head[0].rstrip("\n") + ",verdict\n"], [r.rstrip("\n") + ",clean\n" for r in rows], tail)
+    else:
+        _write(report, head, [r.replace('{"path"', '{"verdict": "clean", "path"') for r in rows], tail)
+    result = invoke("dir", folder, "--model", tiny_onnx, "--report", report, "--resume", "-q", expect=2)
+    assert "has columns gscan does not write (verdict)" in " ".join(result.output.split())
+
+
+def test_an_existing_triage_page_is_not_replaced_without_overwrite(tiny_onnx: Path, tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(plain_png(31, size=64))
+    page = tmp_path / "page.html"
+    page.write_text("an investigator's earlier page")
+    result = invoke("dir", folder, "--model", tiny_onnx, "--html", page, "-q", expect=2)
+    assert "page" in result.output and "--overwrite" in result.output
+    assert page.read_text() == "an investigator's earlier page"
+    invoke("dir", folder, "--model", tiny_onnx, "--html", page, "--overwrite", "-q")
+    assert "<html" in page.read_text().lower()
+
+
+def _small_disk(limit: int):
+    def apply():  # writes past `limit` bytes fail with EFBIG, as on a full disk
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _scan_on_small_disk(tiny_onnx: Path, folder: Path, limit: int, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", "dir", str(folder), "--model", str(tiny_onnx), "-q",
+                           "--batch-size", "4", *map(str, extra)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, preexec_fn=_small_disk(limit), env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_heatmaps_and_pages_that_do_not_fit_on_the_disk_are_exit_2(tiny_onnx: Path, tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (160, 160, 3), np.uint8)).save(folder / f"{i}.png")
+    report = tmp_path / "r.csv"
+    # noise PNGs of 160 px make heatmaps of about 40 KB: a 60 KB file limit fits the report but no heatmap
+    out = _scan_on_small_disk(tiny_onnx, folder, 60_000, "--report", report, "--cam-dir", tmp_path / "cams",
+                              "--cam-for", "all")
+    assert out.returncode == 2, out.stderr
+    failed = sum("heatmap failed" in (r["notes"] or "") for r in read_rows(report))
+    assert failed and f"{failed} of the heatmaps asked for could not be written" in " ".join(out.stderr.split())
+    page, report = tmp_path / "page.html", tmp_path / "r2.csv"
+    out = _scan_on_small_disk(tiny_onnx, folder, 60_000, "--report", report, "--html", page)
+    assert out.returncode == 2 and "cannot write the triage page" in out.stderr and "Traceback" not in out.stderr
+    kept = len(read_rows(report))
+    assert f"the {kept} rows scanned so far stay in {report}" in " ".join(out.stderr.split()) and not page.exists()
+
+
+def test_json_rows_on_a_full_disk_are_counted_where_they_are(tiny_onnx: Path, tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"{i}.png").write_bytes(plain_png(100 + i, size=64))
+    report = tmp_path / "r.json"
+    out = _scan_on_small_disk(tiny_onnx, folder, 8192, "--report", report)
+    assert out.returncode == 2, out.stderr
+    partial = tmp_path / "r.json.partial"
+    kept = len(read_rows(report))  # read_rows falls back to NAME.partial for an unfinished JSON report
+    assert 0 < kept < 40 and f"the {kept} rows that reached it stay in {partial}" in " ".join(out.stderr.split())
+
+
+def test_an_apng_declaring_billions_of_frames_is_not_believed():
+    frames = [Image.fromarray(natural_image(np.random.default_rng(i), 32, 32)) for i in range(2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+    data = bytearray(buf.getvalue())
+    at = data.index(b"acTL")
+    data[at + 4:at + 8] = struct.pack(">I", 2**31 - 1)
+    data[at + 12:at + 16] = struct.pack(">I", zlib.crc32(bytes(data[at:at + 12])))
+    decoded = decode_bytes(bytes(data), Path("a.png"))
+    assert decoded.ok and any("not believed" in n for n in decoded.notes), decoded.notes
+
+
+def test_a_trusted_certificate_on_a_broken_signature_is_not_called_trusted():
+    from forensics.provenance.content_credentials import _validation
+
+    store = {"validation_results": {"activeManifest": {
+        "success": [{"code": "signingCredential.trusted"}], "failure": [{"code": "claimSignature.mismatch"}]}}}
+    said = _validation(store, trusting=True)
+    assert "signature invalid" in said and "signer trusted" not in said and "does not hold" in said
+
+
+def test_a_comfyui_checkpoint_name_with_escaped_quotes_is_whole():
+    from forensics.provenance.metadata import text_claims
+    from provenance_files import comfy_chunks
+
+    claims = text_claims(list(comfy_chunks('my "best" model.safetensors').items()))
+    assert any('checkpoint my "best" model.safetensors' in c.detail for c in claims), claims

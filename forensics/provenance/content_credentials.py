@@ -107,7 +107,10 @@ def _validation(store: dict, trusting: bool) -> str:
     broken = [c for c in failures if c.startswith("assertion.") and c.endswith("mismatch")]
     binding = (f"binding broken ({', '.join(sorted(set(broken))[:3])}: the file changed after signing)" if broken
                else "binding intact" if any(c in successes for c in BINDING_OK) else "binding not checked")
-    if "signingCredential.trusted" in successes:
+    if "signingCredential.trusted" in successes and signature != "signature valid":
+        # a trusted certificate on a signature that does not hold says nothing of who signed these bytes
+        trust = "signer's certificate is in the --c2pa-trust anchors, but the signature does not hold"
+    elif "signingCredential.trusted" in successes:
         trust = "signer trusted by --c2pa-trust"
     elif trusting:
         trust = "signer not in the --c2pa-trust anchors"

@@ -4,6 +4,7 @@ the detail says so."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from PIL import Image
@@ -50,8 +51,17 @@ def xmp_claims(xmp: bytes) -> list[Claim]:
     return claims
 
 
+def _json_text(escaped: str) -> str:
+    try:
+        return json.loads(f'"{escaped}"')
+    except ValueError:
+        return escaped
+
+
 def _comfy_detail(value: str) -> str:
-    checkpoints = sorted(set(re.findall(r"\"(?:ckpt_name|unet_name)\"\s*:\s*\"([^\"]{1,200})\"", value)))[:3]
+    # a JSON string, escaped quotes and backslashes included (a checkpoint named `my \"best\" model` is whole)
+    found = re.findall(r"\"(?:ckpt_name|unet_name)\"\s*:\s*\"((?:[^\"\\]|\\.){1,200})\"", value)
+    checkpoints = sorted({_json_text(f) for f in found})[:3]
     return f"; checkpoint {', '.join(map(short, checkpoints))}" if checkpoints else ""
 
 
