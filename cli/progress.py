@@ -13,6 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 from rich.table import Table
 
+from forensics.scoring import relative_score
 from forensics.text import visible
 
 
@@ -74,7 +75,7 @@ def print_rows(console: Console, rows: list[dict], total: int) -> None:
     """The verdicts: a table on a terminal; piped or in CI, one tab-separated line per row, never wrapped, so that
     what a log holds does not depend on a terminal's width."""
     title = "verdicts" + (f" (first {len(rows)} of {total}; use --report for all)" if total > len(rows) else "")
-    columns = ("path", "label", "score (- threshold)", "generator", "tiles", "status / error")
+    columns = ("path", "label", "score (0.5 = threshold; raw)", "generator", "tiles", "status / error")
     cells = [_row_cells(r) for r in rows]
     if not console.is_terminal:
         console.print("\t".join(columns), soft_wrap=True, highlight=False, markup=False)
@@ -92,8 +93,10 @@ def print_rows(console: Console, rows: list[dict], total: int) -> None:
 
 def _row_cells(r: dict) -> list[str]:
     # file names and errors are data: never markup, and never terminal control sequences
-    # the raw score beside its distance to the threshold: 0.9742 reads as "fake" until one sees -0.0050
-    score = "" if r["score"] is None else f"{r['score']:.4f} ({r['score'] - r['threshold']:+.4f})"
+    # with a threshold at 0.979 every fake sits within +0.021 of it in raw terms: the threshold-relative score
+    # (0.5 at the threshold, log-odds apart) reads right, the raw one stays beside it
+    score = "" if r["score"] is None else \
+        f"{relative_score(r['score'], r['threshold']):.2f} (raw {r['score']:.4f})"
     status = r["status"] if r["status"] == "ok" else f"error: {r['error']}"
     generator = r.get("generator") or ""
     if generator and r.get("generator_score") is not None:

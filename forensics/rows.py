@@ -11,7 +11,7 @@ import numpy as np
 
 from . import __version__
 from .images import DecodedImage
-from .provenance import GENERATIVE
+from .provenance import CAPTURED, GENERATIVE
 from .text import path_text
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ FLOAT_COLUMNS = ("score", "threshold", "coverage", "generator_score", "cam_max")
 # keys a row may carry for the triage page only (embedded thumbnails), never written to a report
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]
+CAPTURED_BUT_FAKE_NOTE = ("the model calls it fake although its metadata says captured: metadata never clears an "
+                          "image (camera EXIF can be copied onto a fake); weigh the model's figures for this source")
 PROVENANCE_LABEL_NOTE = "label fake from provenance: the file's metadata or an invisible watermark declares generation"
 RESCORED_NOTE = "scored again in fp32: its int8 score lay near the threshold"
 NON_FINITE = "the model returned non-finite logits (NaN or infinity) for this image: no verdict"
@@ -179,6 +181,8 @@ class RowBuilder:
             if row["label"] == "real" and row["provenance"] in GENERATIVE:
                 # metadata may add suspicion, never clear an image: `score` stays the model's own figure
                 row.update(label="fake", notes="; ".join(filter(None, [row["notes"], PROVENANCE_LABEL_NOTE])))
+            elif row["label"] == "fake" and row["provenance"] == CAPTURED:
+                row["notes"] = "; ".join(filter(None, [row["notes"], CAPTURED_BUT_FAKE_NOTE]))
         else:
             top = int(probs.argmax())
             row.update(score=float(probs[top]), label=card.classes[top])

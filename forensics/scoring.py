@@ -37,6 +37,15 @@ def threshold_log_odds(threshold: float) -> float:
     return float(np.log(threshold / (1.0 - threshold)))
 
 
+def relative_score(score: float, threshold: float) -> float:
+    """The score as people read it: its log-odds measured from the threshold's, mapped back to 0-1, so that the
+    threshold is 0.5 and equal steps in evidence look equal (with a threshold at 0.979, a raw 0.9991 is 0.96 and
+    a raw 0.9800 is 0.51). Shown beside the raw score; the report keeps the raw one for machines."""
+    clipped = min(max(score, 1e-12), 1.0 - 1e-12)
+    difference = float(np.log(clipped / (1.0 - clipped))) - threshold_log_odds(threshold)
+    return float(1.0 / (1.0 + np.exp(-np.clip(difference, -700, 700))))
+
+
 def near_threshold(tile_logits: np.ndarray, positive: int, threshold: float, margin: float) -> bool:
     return abs(log_odds(tile_logits, positive) - threshold_log_odds(threshold)) < margin
 

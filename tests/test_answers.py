@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import invoke
@@ -141,8 +142,11 @@ def test_a_fake_unlike_every_known_generator_is_attributed_unknown(tiny_onnx: Pa
     assert rows["red.png"]["generator"] == "red-gan" and rows["green.png"]["generator"] == "green-gan"
     grey = rows["grey.png"]
     assert grey["generator"] == "unknown" and grey["generator_score"] is None
-    assert "nearest" in grey["notes"] and "under its card's 0.90" in grey["notes"]
-    assert grey["generator_top3"].startswith(("red-gan", "green-gan"))  # the forced answer stays on record
+    assert "similar to a known generator's" in grey["notes"] and "under the card's 0.90" in grey["notes"]
+    # the forced answer stays on record, and the columns and the note tell one story: unknown, the pick forced
+    assert grey["generator_top3"].startswith("unknown (forced choice among known generators: ")
+    forced = grey["generator_top3"].split(": ", 1)[1].split(";")[0]
+    assert forced.split(":")[0] in ("red-gan", "green-gan") and f"top pick {forced} is a forced choice" in grey["notes"]
 
 
 def test_the_shipped_attribution_card_states_its_open_set_rule_and_figures():
@@ -170,3 +174,14 @@ def test_engine_ray_says_it_drops_the_cards_attribution_companion(tmp_path: Path
     with pytest.warns(GscanWarning, match="does not run attribution: .*gscan-attribution-effnetlite0"):
         with pytest.raises(GscanError):
             session.scan_to_report(images(tmp_path / "in", 1), engine="ray")
+
+
+def test_scores_are_shown_relative_to_the_threshold():
+    from forensics.scoring import relative_score
+
+    threshold = 0.9792040586471559
+    assert relative_score(threshold, threshold) == pytest.approx(0.5)
+    assert relative_score(0.9991, threshold) == pytest.approx(0.955, abs=0.005)  # a confident fake reads as one
+    assert relative_score(0.98, threshold) == pytest.approx(0.51, abs=0.01)  # a borderline one reads borderline
+    assert relative_score(0.3, threshold) < 0.01 and relative_score(1.0, threshold) > 0.999
+    assert relative_score(0.7, 0.5) == pytest.approx(0.7)  # at a 0.5 threshold the two scales agree

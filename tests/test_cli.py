@@ -124,14 +124,20 @@ def test_every_package_is_in_the_wheel():
 
 
 def test_messages_name_the_distribution_pip_installs(monkeypatch):
-    """`gscan` on PyPI is another project: every install hint names gscan-forensics, by pip's names."""
+    """Every install hint is a command that works today: gscan-forensics is not on PyPI (and `gscan` there is
+    another project), so hints name the source folder gscan came from, packages by pip's names."""
     import forensics.extras as extras
 
     tomllib = pytest.importorskip("tomllib")
     assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"] == extras.DISTRIBUTION
     monkeypatch.setattr(extras, "import_module", lambda name: (_ for _ in ()).throw(ImportError(name)))
+    monkeypatch.setattr(extras, "source_folder", lambda: "/opt/gscan")
+    with pytest.raises(GscanError, match=re.escape("pip install '/opt/gscan[train]'")):
+        extras.require_extra("train", "gscan train")
+    monkeypatch.setattr(extras, "source_folder", lambda: None)
     with pytest.raises(GscanError) as caught:
         extras.require_extra("train", "gscan train")
     message = str(caught.value)
-    assert "pip install 'gscan-forensics[train]'" in message and "scikit-learn" in message
+    assert "gscan-forensics[" not in message
+    assert "pip install '.[train]' (run in the gscan source folder" in message and "scikit-learn" in message
     assert "grad-cam" in message and "sklearn" not in message and "pytorch_grad_cam" not in message

@@ -141,7 +141,7 @@ def test_training_commands_name_the_extra_they_need(binary_data, tmp_path: Path,
     for args in (("train", binary_data["train"], "--out", tmp_path / "r"), ("synth", binary_data["train"], "--out",
                                                                               tmp_path / "s")):
         result = invoke(*args, expect=2)
-        assert "pip install 'gscan-forensics[train]'" in result.output and "torch" in result.output
+        assert "[train]'" in result.output and "pip install" in result.output and "torch" in result.output
 
 
 def test_ctrl_c_says_what_was_written_and_how_to_continue(folder: Path, tiny_onnx: Path, tmp_path: Path,

@@ -100,7 +100,7 @@ def test_a_missing_wheel_says_how_to_install_it(tmp_path: Path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "random_face" else real(name, *a))
     result = invoke("synth", "--generator", "mobilestylegan", "--out", tmp_path / "m", expect=2)
-    assert "pip install 'gscan-forensics[generators]'" in result.output  # the extra, or the wheels alone
+    assert "[generators]'" in result.output and "pip install --no-deps" in result.output  # extra or wheels
     assert "pip install --no-deps random-face openvino" in result.output
     extra = __import__("tomllib").loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     named = " ".join(extra["project"]["optional-dependencies"]["generators"])

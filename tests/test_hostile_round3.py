@@ -78,7 +78,9 @@ def test_non_finite_logits_are_error_rows_never_real(tiny_onnx: Path, tmp_path: 
     rows = read_rows(report)
     assert len(rows) == 4 and all(r["status"] == "error" and r["error"] == NON_FINITE and r["label"] is None
                                   for r in rows)
-    invoke("dir", folder, "--model", model, "--fail-on-fake", "-q", expect=0)  # nothing scored fake either
+    # nothing scored fake either, but nothing was scored: a moderation job fails closed unless told otherwise
+    invoke("dir", folder, "--model", model, "--fail-on-fake", "-q", expect=1)
+    invoke("dir", folder, "--model", model, "--fail-on-fake", "--allow-unscored", "-q", expect=0)
 
 
 @pytest.mark.parametrize("tail", ["one_row", "three_columns", "one_dimensional"])
@@ -276,8 +278,9 @@ def test_no_litter_after_scans_and_interruptions(tiny_onnx: Path, tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         scan_to_report(folder, [str(tiny_onnx)], work / "d.jsonl", options=ScanOptions(), html=work / "d.html",
                        on_rows=interrupt)
-    assert sorted(p.name for p in work.iterdir()) == ["a.csv", "a.csv.html", "b.jsonl", "b.jsonl.html", "c.json",
-                                                     "c.json.html", "d.jsonl"]
+    # each finished report has its seal; the interrupted one has neither a seal nor a seal's spool
+    assert sorted(p.name for p in work.iterdir()) == ["a.csv", "a.csv.html", "a.csv.seal", "b.jsonl", "b.jsonl.html",
+                                                     "b.jsonl.seal", "c.json", "c.json.html", "c.json.seal", "d.jsonl"]
 
 
 # -- resources -------------------------------------------------------------------------------------------------

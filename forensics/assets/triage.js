@@ -29,10 +29,13 @@
     });
   }
 
-  // the raw score's distance to the threshold: 0.9742 reads as "fake" until one sees it is below 0.9792
-  function margin(score) {
-    const d = score - data.threshold;
-    return (d >= 0 ? "+" : "") + d.toFixed(4) + " vs threshold " + data.threshold.toFixed(4);
+  // the score as people read it: log-odds measured from the threshold's, so the threshold is 0.5 (with a
+  // threshold at 0.979 a raw 0.9991 is 0.96); the raw score stays beside it (forensics/scoring.py relative_score)
+  function logOdds(p) { const c = Math.min(Math.max(p, 1e-12), 1 - 1e-12); return Math.log(c / (1 - c)); }
+  function relative(score) { return 1 / (1 + Math.exp(-(logOdds(score) - logOdds(data.threshold)))); }
+  function scoreText(score) {
+    return relative(score).toFixed(2) + " (0.5 = threshold " + data.threshold.toFixed(4) + "; raw " +
+      score.toFixed(4) + ")";
   }
 
   function verdictOf(r) { return r.status === "error" ? "error" : r.label; }
@@ -57,7 +60,7 @@
       bar.appendChild(fill);
       bar.title = "score " + r.score.toFixed(4);
       c.appendChild(bar);
-      c.appendChild(el("div", "score", "score " + r.score.toFixed(4) + " (" + margin(r.score) + ")"));
+      c.appendChild(el("div", "score", "score " + scoreText(r.score)));
     }
     if (r.provenance) {
       const badge = el("div", "prov " + r.provenance, "metadata: " + r.provenance);
@@ -101,8 +104,7 @@
       body.appendChild(el("div", "provdetail", "provenance: " + (r.provenance || "no kind") + " · " +
         visible(r.provenance_detail || "")));
     }
-    body.appendChild(el("div", "meta", verdictOf(r) + (r.score != null ? " · score " + r.score.toFixed(4) + " (" +
-      margin(r.score) + ")" : "") +
+    body.appendChild(el("div", "meta", verdictOf(r) + (r.score != null ? " · score " + scoreText(r.score) : "") +
       " · sha256 " + (r.sha256 || "-") + (r.error ? " · " + visible(r.error) : "") + (r.notes ? " · " + visible(r.notes) : "")));
     view.hidden = false;
   }

@@ -132,10 +132,16 @@ class Attribution:
         nearest = int(similarity.argmax())
         if similarity[nearest] < self.min_similarity:
             name = self.detector.card.classes[nearest]
+            forced = row["generator_top3"]
+            top_pick = forced.split(";")[0]
+            # one story: the columns and the note say the same thing (the softmax is a forced choice, not evidence)
             row.update(generator=UNKNOWN_GENERATOR, generator_score=None,
+                       generator_top3=f"{UNKNOWN_GENERATOR} (forced choice among known generators: {forced})",
                        notes="; ".join(filter(None, [row["notes"], (
-                           f"generator unknown: unlike every generator the attribution model knows (nearest {name}"
-                           f" at similarity {similarity[nearest]:.2f}, under its card's {self.min_similarity:.2f})")])))
+                           f"generator unknown: unlike every generator the attribution model knows (its features are "
+                           f"at most {similarity[nearest]:.2f} similar to a known generator's, {name}'s, under the "
+                           f"card's {self.min_similarity:.2f}); the softmax's top pick {top_pick} is a forced "
+                           "choice, not evidence")])))
 
 
 class HeatmapWriter:

