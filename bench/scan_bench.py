@@ -421,6 +421,7 @@ def table_lines(result: dict) -> list[str]:
 
 def write_docs(result: dict, docs: Path) -> None:
     """The table into its own section of docs/RESULTS.md, one section per device."""
+    sys.path.insert(0, str(REPO / "studies"))
     from results_doc import write_section
 
     lines = [f"## Scan throughput ({result['device']})", "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-EXIT_INTERNAL = 3
+from .exit_codes import EXIT_INTERNAL
 
 
 def run() -> None:

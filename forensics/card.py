@@ -60,7 +60,7 @@ class ModelCard:
     # int8 variants: images whose mean log-odds lie within this of the threshold's are scored again by the fp32
     # model they were quantized from (NAME.onnx beside NAME.int8.onnx), so int8 error cannot flip a verdict
     rescore_margin: float = 0.0
-    # attribution cards: when a fake is "unknown" (bench/open_set.py): rule, features output, threshold, centroids
+    # attribution cards: when a fake is "unknown" (studies/open_set.py): rule, features output, threshold, centroids
     open_set: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
 

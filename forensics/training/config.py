@@ -140,7 +140,7 @@ class TrainConfig:
     soften_real_prob: float = option(0.0, "With --twins: chance that a pair's real alone is slightly blurred, so "
                                           "softness never means fake.", AUG)
     # With twins: each fake without a twin trains beside a real of about its size (data.make_pairs). Measured by
-    # bench/genuine.py --pair-by-size and did not pay (docs/RESULTS.md), so it is no `gscan train` option.
+    # studies/genuine.py --pair-by-size and did not pay (docs/RESULTS.md), so it is no `gscan train` option.
     pair_by_size: bool = False
     augment: Augment = field(default_factory=Augment)
     threshold_source: str | None = option(None, "A held-out source whose images in DATA_DIR set the threshold.",

@@ -113,7 +113,7 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def attach_metrics(card: ModelCard, files: dict[str, Path]) -> None:
-    """Copy measured evidence (e.g. `gscan eval` metrics.json, bench/loso.py's table) into card.metrics."""
+    """Copy measured evidence (e.g. `gscan eval` metrics.json, studies/loso.py's table) into card.metrics."""
     for key, path in files.items():
         try:
             card.metrics[key] = json.loads(Path(path).read_text())

@@ -1,6 +1,6 @@
 """Adaptive tiling measured against scoring every tile, on the same model and images, side by side.
 
-    python bench/adaptive_tiles.py --first-tiles 2 --margin 3
+    python studies/adaptive_tiles.py --first-tiles 2 --margin 3
 
 The shipped model's card, with `first_tiles` and `margin` set, scans faces/val, wild/val and wild/train (1,204
 images) as stored and re-encoded to JPEG q75: the share of images given the same label as with every tile (target

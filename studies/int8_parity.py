@@ -1,7 +1,7 @@
 """Verdict parity of what a CPU scan runs (NAME.int8.onnx under its card's policies: the fp32 model near the
 threshold, adaptive tiling if set) against NAME.onnx on every tile, as issue 21 defines it.
 
-    python bench/int8_parity.py --model exported_models/gscan-binary-effnetlite0.onnx
+    python studies/int8_parity.py --model exported_models/gscan-binary-effnetlite0.onnx
 
 Every image of the labelled folders (default ../shared/data/faces/val, wild/val and wild/train), as stored and
 re-encoded to JPEG q75: the share given the same label at the card's threshold (target >= 99.5%), and per source
@@ -54,7 +54,7 @@ def main() -> None:
                     default=[DATA / "faces" / "val", DATA / "wild" / "val", DATA / "wild" / "train"])
     ap.add_argument("--docs", type=Path, default=REPO / "docs")
     ap.add_argument("--logo", action="store_true",
-                    help="also score bench/logo.py's rows (every generator source against the pooled reals)")
+                    help="also score studies/logo.py's rows (every generator source against the pooled reals)")
     ap.add_argument("--logo-reference", type=Path, default=None,
                     help="the every-tile model for those rows (default --model; give one without adaptive tiling)")
     args = ap.parse_args()
@@ -104,7 +104,7 @@ def main() -> None:
 
 
 def logo_rows(reference: Path, variant: Path) -> dict:
-    """bench/logo.py's rows for the reference and for what the scan runs (both through evaluate.load_predictor,
+    """studies/logo.py's rows for the reference and for what the scan runs (both through evaluate.load_predictor,
     which scores exported models under their cards' policies)."""
     from logo import eval_set, score
 
@@ -114,7 +114,7 @@ def logo_rows(reference: Path, variant: Path) -> dict:
 
 def logo_lines(logo: dict) -> list[str]:
     ref, scan = logo["fp32"], logo["scan"]
-    lines = ["", "bench/logo.py's rows, the reference (every tile, fp32) against the scan: ROC-AUC and the share "
+    lines = ["", "studies/logo.py's rows, the reference (every tile, fp32) against the scan: ROC-AUC and the share "
              "called fake (reals: false positives) at the threshold, as stored / JPEG q75.", "",
              "| row | n | ROC-AUC fp32 | ROC-AUC scan | called fake fp32 | called fake scan |", "|---|---|---|---|---|---|"]
     conds = ("as stored", "jpeg q75")

@@ -1,6 +1,6 @@
 """How an attribution model behaves off its classes: top-1 probabilities on images of no known generator.
 
-    python bench/off_class.py RUN_DIR IMAGES_DIR [--update-card]
+    python studies/off_class.py RUN_DIR IMAGES_DIR [--update-card]
 
 Every image is forced onto one of the model's generators; this prints (and with --update-card stores in the run's
 card, before export) which generator real images are assigned to and how confident the model is about it.

@@ -1,10 +1,10 @@
 """Detectors trained on genuine generator outputs made here (`gscan synth --generator`), scored by the
-leave-one-generator-out table of bench/logo.py with rows of those generators' held-out outputs beside.
+leave-one-generator-out table of studies/logo.py with rows of those generators' held-out outputs beside.
 
     gscan synth --generator mobilestylegan --count 600          # cached in the user cache folder
     gscan synth --generator cyclegan-vintage REALS              # REALS as laid out below (--reals-copy)
-    python bench/genuine.py --tag genuine-only --reals REALS     # MobileStyleGAN + CycleGAN twins, no shared fake
-    python bench/genuine.py --tag genuine+shared --with-shared  # the shared fake sources beside them
+    python studies/genuine.py --tag genuine-only --reals REALS     # MobileStyleGAN + CycleGAN twins, no shared fake
+    python studies/genuine.py --tag genuine+shared --with-shared  # the shared fake sources beside them
 
 The CycleGAN twins pair with their reals (`--twins` takes the generator's folder). REALS holds copies of the
 training and validation reals of faces/ and wild/ that have a twin, one folder per split and source
@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "studies"))
 
 import logo  # noqa: E402
 from forensics.training.data import Augment  # noqa: E402

@@ -1,10 +1,10 @@
 """Leave one generator out: does a detector catch generators it never trained on?
 
-    python bench/logo.py --recipe twins                    # aligned twins only: every generator is unseen
-    python bench/logo.py --recipe twins+fakes              # twins and real fakes, each generator held out in turn
-    python bench/logo.py --recipe twins+fakes --groups pix2pix stylegan2
-    python bench/logo.py --model gscan-binary-effnetlite0  # score a shipped model on the same rows
-    python bench/logo.py --model RUN --generated mobilestylegan=DIR  # a row of genuine outputs no run trained on
+    python studies/logo.py --recipe twins                    # aligned twins only: every generator is unseen
+    python studies/logo.py --recipe twins+fakes              # twins and real fakes, each generator held out in turn
+    python studies/logo.py --recipe twins+fakes --groups pix2pix stylegan2
+    python studies/logo.py --model gscan-binary-effnetlite0  # score a shipped model on the same rows
+    python studies/logo.py --model RUN --generated mobilestylegan=DIR  # a row of genuine outputs no run trained on
 
 Every row is one generator source of ../shared/data (faces/, gans/, wild/), all its images (train and val folders,
 at most --per-source), scored against the pooled validation reals of faces/ and wild/ plus real/ciplab-600, which
@@ -232,7 +232,7 @@ def _cells(row: dict, key: str, fmt: str) -> str:
 
 def table_lines(runs: list[dict]) -> list[str]:
     lines = ["## Leave one generator out", "",
-             "Written by `bench/logo.py`. Each fake row: all images of one generator source (train and val "
+             "Written by `studies/logo.py`. Each fake row: all images of one generator source (train and val "
              "folders), ROC-AUC against the pooled real rows below, and the share called fake at the model's "
              "own threshold, as stored / every image re-encoded to JPEG q75 / laundered (resized to 0.3, then JPEG "
              "q75; `-` for runs measured before that condition existed). A row counts as held out when the "

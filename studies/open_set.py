@@ -1,7 +1,7 @@
 """The attribution model's open-set rule: when is a fake "unknown" rather than one of the known generators?
 
-    python bench/open_set.py                      # measure, write docs/open_set.json and the RESULTS section
-    python bench/open_set.py --write-card         # also store the rule in the shipped attribution card
+    python studies/open_set.py                      # measure, write docs/open_set.json and the RESULTS section
+    python studies/open_set.py --write-card         # also store the rule in the shipped attribution card
 
 Each image's pooled last-stage features (mean over its tiles and positions, unit length) are compared with each
 known generator's centroid (the mean of its gans/train images); the image is `unknown` when its best cosine
@@ -174,7 +174,7 @@ def write_card(path: Path, cents: np.ndarray, result: dict) -> None:
                          "threshold": rule["threshold"], "centroids": np.round(cents, 5).tolist(),
                          "chosen_on": "gans/train with each known generator left out in turn, and wild/train's "
                                       "diffusion and pix2pix fakes; training closed-set accuracy kept at 0.9 of "
-                                      "its value without the rule (bench/open_set.py)"}
+                                      "its value without the rule (studies/open_set.py)"}
         card.metrics["open_set"] = {"val": rule["val"], "val_without_rule": rule["val_without_rule"],
                                     "known_generator_other_presentation":
                                         result.get("known_generator_other_presentation")}

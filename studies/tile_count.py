@@ -1,8 +1,8 @@
 """Does scoring more of an image's tiles buy anything on generators a model never saw?
 
-    python bench/tile_count.py MODEL.onnx [MODEL2.onnx ...] --held-out msg-stylegan ... [--docs]
+    python studies/tile_count.py MODEL.onnx [MODEL2.onnx ...] --held-out msg-stylegan ... [--docs]
 
-Every tile of the non-overlapping grid (up to 64) of bench/logo.py's images is scored once, as stored and at JPEG
+Every tile of the non-overlapping grid (up to 64) of studies/logo.py's images is scored once, as stored and at JPEG
 q75; the image score is the mean tile logit over the subset a card with max_tiles K would take (K = 9, 16, 25,
 64). One threshold per K: the lowest that keeps every real row at or below 1% false positives, as stored and at
 q75 together (the same rule for every K, so only the tile count differs). Per model, the rows of its held-out
@@ -97,9 +97,9 @@ def main() -> None:
     if len(args.held_out) != len(args.models):
         parser.error("give one --held-out per model")
     samples = logo.eval_set(argparse.Namespace(data=args.data, per_source=args.per_source, seed=0))
-    lines = ["## Tiles per image and held-out generators: `bench/tile_count.py`", "",
+    lines = ["## Tiles per image and held-out generators: `studies/tile_count.py`", "",
              "Every grid tile scored once (fp32), the image score the mean over the tiles a card with max_tiles "
-             "K takes; per K one threshold, the lowest keeping every real row of bench/logo.py at or below 1% "
+             "K takes; per K one threshold, the lowest keeping every real row of studies/logo.py at or below 1% "
              "false positives as stored and at q75 together. ROC-AUC and called fake, stored / q75.", "",
              "| model | held out | row | tiles (at most) | ROC-AUC | called fake |", "|---|---|---|---|---|---|"]
     for model, held in zip(args.models, args.held_out):

@@ -1,8 +1,8 @@
 """A second model for images whose native traces are gone, chosen by size: does routing pay?
 
-    python bench/routing.py --main gscan-binary-effnetlite0 --second RUN --band 288-768 --band 140-768
+    python studies/routing.py --main gscan-binary-effnetlite0 --second RUN --band 288-768 --band 140-768
 
-Scores both models once on bench/logo.py's rows (with --generated rows of genuine outputs) as stored, at q75 and
+Scores both models once on studies/logo.py's rows (with --generated rows of genuine outputs) as stored, at q75 and
 laundered, caches the per-image log-odds in --cache, then reports each routed system: images whose short side
 (after the condition) lies in a band are judged by the second model, its log-odds moved by the difference of the
 two cards' threshold log-odds so that one threshold applies, the rest by the main model. Same cost as one model.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "studies"))
 
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402

@@ -1,8 +1,8 @@
 """Leave-one-source-out: train with one real and one fake source of faces/ held out, score the held-out pair.
 
-    python bench/loso.py                                  # every real x fake pair, the shipped recipe
-    python bench/loso.py --recipe baseline --pairs real/ffhq-thumbnail:fake/stylegan2-tpdne
-    python bench/loso.py --epochs 8 --samples-per-epoch 4096   # a longer budget (GPU)
+    python studies/loso.py                                  # every real x fake pair, the shipped recipe
+    python studies/loso.py --recipe baseline --pairs real/ffhq-thumbnail:fake/stylegan2-tpdne
+    python studies/loso.py --epochs 8 --samples-per-epoch 4096   # a longer budget (GPU)
 
 The held-out pair is scored on all its images (train and val folders: the run never saw either), as stored and
 with both classes re-encoded to JPEG q75, capped at --per-source images per source. Each run's threshold is
@@ -101,7 +101,7 @@ def write_results(rows: list[dict], args: argparse.Namespace) -> None:
                                                                  for k, v in RECIPES.items()},
                                    "rows": merged}, indent=2) + "\n")
     lines = ["## Leave one source out (faces/)", "",
-             f"Written by `bench/loso.py`. Each row trains EfficientNet-Lite0 (ImageNet, offline weights) on "
+             f"Written by `studies/loso.py`. Each row trains EfficientNet-Lite0 (ImageNet, offline weights) on "
              f"faces/train with one real and one fake source held out of training and epoch selection, then scores "
              f"the held-out pair on all its images (train and val folders, at most {args.per_source} per source). "
              f"Budget: {json.dumps(budget)}. Recipes: see `RECIPES` in the script. FPR and TPR are at each run's "

