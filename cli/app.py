@@ -108,6 +108,15 @@ def _plain_metavars(command) -> None:
             param.display_type_rich = param.display_type = lambda ctx=None, shown=shown, **kw: shown
 
 
+def _plain_choice_message(message: str) -> str:
+    """A mistyped choice in plain words: no validator's "Value error," prefix, and the likely meaning of the usual
+    slip (`--device gpu` is `--device cuda`)."""
+    message = message.removeprefix("Value error, ")
+    if message.startswith("'gpu' is not one of"):
+        message += " (for a GPU, --device cuda)"
+    return message
+
+
 class GscanGroup(TyperGroup):
     """The one place a GscanError becomes a message and exit 2, and an unexpected exception one line and exit 3."""
 
@@ -128,6 +137,8 @@ class GscanGroup(TyperGroup):
             raise _quiet_broken_pipe() from None
         except Exception as exc:
             if type(exc).__module__.split(".")[0] in ("click", "typer"):  # usage errors and exits: theirs to report
+                if type(exc).__name__ == "BadParameter" and isinstance(getattr(exc, "message", None), str):
+                    exc.message = _plain_choice_message(exc.message)
                 raise
             where = _save_trace()
             err.print(escape(visible(f"internal error: {type(exc).__name__}: {exc} (exit {EXIT_INTERNAL}; the full "

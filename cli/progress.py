@@ -151,13 +151,35 @@ def print_summary(console: Console, result) -> None:
         if str(result.report) != "-":
             facts.append(("seal", visible(str(result.report)) + ".seal" + (
                 f" (signed by public key {s.signer[:16]}...)" if s.signer else "")))
+    if result.html:
+        facts.append(("page", visible(str(result.html))))
+    if result.cam_dir:
+        facts.append(("heatmaps", f"{s.heatmaps} in {visible(str(result.cam_dir))} (named IMAGE-SHA256PREFIX.png)"))
     print_facts(console, "gscan summary", facts)
 
 
-def print_models_json(console: Console, models) -> None:
-    """Each model's path, whether it is shipped, its sha256 as its card states it, and the whole card."""
+def _shareable(value):
+    """A card's value as `gscan models --json` shows it: long numeric arrays (open-set centroids) summarised by
+    shape, and the training machine's absolute paths cut to their last two parts (`.../wild/val`)."""
+    if isinstance(value, dict):
+        return {k: _shareable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        flat = [x for v in value for x in (v if isinstance(v, list) else [v])]
+        if len(flat) > 64 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat):
+            inner = f" x {len(value[0])}" if isinstance(value[0], list) else ""
+            return f"<{len(value)}{inner} numbers: gscan models --json --full shows them>"
+        return [_shareable(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and "/" in value[1:]:
+        return ".../" + "/".join(Path(value).parts[-2:])
+    return value
+
+
+def print_models_json(console: Console, models, full: bool = False) -> None:
+    """Each model's path, whether it is shipped, its sha256 as its card states it, and its card: whole with full,
+    else without long arrays and with the training machine's paths shortened."""
     records = [{"name": m.card.name, "path": str(m.path), "shipped": m.shipped,
-                "int8": str(m.int8) if m.int8 else None, "card": m.card.to_dict()} for m in models]
+                "int8": str(m.int8) if m.int8 else None,
+                "card": m.card.to_dict() if full else _shareable(m.card.to_dict())} for m in models]
     console.out(json.dumps(records, indent=2), highlight=False)
 
 
@@ -300,7 +322,7 @@ def print_train_result(console: Console, result, out_dir: Path) -> None:
 
 
 def print_metrics(console: Console, metrics: dict) -> None:
-    table = Table(title=f"metrics ({metrics.get('perturb', 'as stored')})")
+    table = Table(title=f"metrics ({metrics.get('perturb') or 'as stored'})")
     table.add_column("metric")
     table.add_column("value")
     for key, value in metrics.items():

@@ -13,7 +13,12 @@ from .outputs import temporary_beside
 from .png import encode_rgb_png
 from .tiling import coverage
 
-MAX_DISPLAY_SIDE = 384  # overlays of larger images are scaled down for display (the row's notes say so)
+# Overlays of larger images are scaled down for display (the row's notes say so): writing the PNG is most of a
+# heatmap's cost. A large photo is scaled down less, so that each scored tile stays MIN_TILE_SIDE px wide and
+# findable (a 128-px tile of a 3264-px phone photo was a 15-px speck at 384 px), up to MAX_LARGE_SIDE.
+MAX_DISPLAY_SIDE = 384
+MIN_TILE_SIDE = 32
+MAX_LARGE_SIDE = 1024
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}
@@ -55,8 +60,19 @@ def heatmap_canvas(tile_cams: np.ndarray, origins: list[tuple[int, int]], crop: 
     return canvas
 
 
-def display_scale(height: int, width: int) -> float:
-    return min(1.0, MAX_DISPLAY_SIDE / max(height, width))
+def display_scale(height: int, width: int, crop: int = 0) -> float:
+    """How much a heatmap shrinks the image: to MAX_DISPLAY_SIDE, or less where a crop-px tile would fall below
+    MIN_TILE_SIDE (never past MAX_LARGE_SIDE, never enlarged)."""
+    side = max(height, width)
+    scale = MAX_DISPLAY_SIDE / side
+    if crop and crop * scale < MIN_TILE_SIDE:
+        scale = min(MIN_TILE_SIDE / crop, MAX_LARGE_SIDE / side)
+    return min(1.0, scale)
+
+
+def display_side(height: int, width: int, crop: int = 0) -> int:
+    """The longer side of the heatmap drawn for an image."""
+    return round(max(height, width) * display_scale(height, width, crop))
 
 
 _LUT = inferno(np.linspace(0.0, 1.0, 256))
@@ -108,9 +124,12 @@ def outline_tiles(image: Image.Image, origins: list[tuple[int, int]], crop: int,
     from PIL import ImageDraw
 
     draw, side = ImageDraw.Draw(image), max(1, round(crop * scale))
+    small = side < 48  # tiles of a large photo, scaled down: a bright, thicker frame, so they can be found
+    colour, width = ((0, 220, 255), 2) if small else ((150, 150, 150), 1)
     for y, x in origins:
         x0, y0 = round(x * scale), round(y * scale)
-        draw.rectangle((x0, y0, x0 + side - 1, y0 + side - 1), outline=(150, 150, 150))
+        draw.rectangle((x0 - width + 1, y0 - width + 1, x0 + side + width - 2, y0 + side + width - 2),
+                       outline=colour, width=width)
     return image
 
 
@@ -131,7 +150,8 @@ def _legend_lines(width: int, cam_max: float, cam_class: str, examined: float) -
 
     font, measure = ImageFont.load_default(), ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
     words = (f"Brighter: more evidence for '{cam_class}', relative to this image's peak (raw {cam_max:.3g}). "
-             f"{examined:.0%} of the image examined" + ("; hatched: not examined." if examined < 1 else "."))
+             f"{examined:.0%} of the image examined" + ("; hatched: not examined (--tiles all examines all of it)."
+                                                        if examined < 1 else "."))
     return _wrapped(words, width - 8, lambda t: measure(t, font=font))
 
 
@@ -169,7 +189,7 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
     """The heatmap over the image as a viewer shows it (EXIF orientation applied to both), scaled for display,
     with its legend."""
     height, width = pixels.shape[:2]
-    scale = display_scale(height, width)
+    scale = display_scale(height, width, crop)
     heat = heatmap_canvas(tile_cams, origins, crop, height, width, scale)
     image = Image.fromarray(pixels)
     if scale < 1.0:

@@ -48,6 +48,9 @@ def report_key(create: bool = True) -> bytes | None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
+        warnings.warn(GscanWarning(f"made a new report key {path} (0600): it signs every row and seal this user's "
+                                   "scans write; gscan verify needs it, so keep it, and keep it from whoever may "
+                                   f"write the reports (or set {KEY_ENV})"), stacklevel=2)
     except FileExistsError:
         pass  # another scan made it first: read theirs
     except OSError as exc:

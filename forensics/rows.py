@@ -93,6 +93,7 @@ class ScanSummary:
     from_provenance: int = 0  # of those, rows the model alone would have called real
     provenance_read: bool = True  # False with --provenance off
     signed: bool = True  # rows carry a row_digest (a report key was at hand)
+    heatmaps: int = 0  # heatmap PNGs written
     heatmap_failures: int = 0  # rows whose heatmap could not be written (a full disk): the CLI exits 2
     heatmap_failure: str = ""  # the first reason
     signer: str = ""  # sha256 of the Ed25519 public key whose private half signed the report's seal
@@ -118,6 +119,7 @@ class ScanSummary:
                 self.unscored_kinds[kind] = self.unscored_kinds.get(kind, 0) + 1
         else:
             self.labels[row["label"]] = self.labels.get(row["label"], 0) + 1
+        self.heatmaps += bool(row.get("cam_path"))
         if "heatmap failed: " in (row.get("notes") or ""):
             self.heatmap_failures += 1
             self.heatmap_failure = self.heatmap_failure or row["notes"].split("heatmap failed: ", 1)[1][:120]

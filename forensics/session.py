@@ -26,6 +26,8 @@ class ScanResult:
     detector: Detector
     report: Path | None
     attributor: Detector | None = None
+    html: Path | None = None  # the triage page written, if any
+    cam_dir: Path | None = None  # where heatmaps went, if asked for
 
 
 def choose_engine(name: str, detector: Detector, attributor: Detector | None, options: ScanOptions,
@@ -165,7 +167,8 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
         except OSError as exc:  # a full disk: the report is whole, the page is not written
             held_by = f"; the {summary.files} rows scanned so far stay in {report}" if writer else ""
             raise GscanError(f"cannot write the triage page {html}: {exc.strerror or exc}{held_by}") from None
-    return ScanResult(summary, detector, Path(report) if report else None, attributor)
+    return ScanResult(summary, detector, Path(report) if report else None, attributor, Path(html) if html else None,
+                      Path(options.cam_dir) if options.cam_dir else None)
 
 
 def _sink(writer, page, on_rows: RowSink) -> RowSink:

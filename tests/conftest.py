@@ -66,7 +66,9 @@ def _quiet_threads():
 @pytest.fixture(autouse=True, scope="session")
 def _report_key(tmp_path_factory):
     """Reports are signed with a key made for the test session, never the tester's own."""
-    os.environ["GSCAN_REPORT_KEY_FILE"] = str(tmp_path_factory.mktemp("config") / "report.key")
+    key = tmp_path_factory.mktemp("config") / "report.key"
+    key.write_text("test-session-key-" + os.urandom(16).hex() + "\n")  # made here: no first-scan notice in tests
+    os.environ["GSCAN_REPORT_KEY_FILE"] = str(key)
     os.environ["GSCAN_LOG_DIR"] = str(tmp_path_factory.mktemp("logs"))  # crash traces
     os.environ.pop("GSCAN_REPORT_KEY", None)
     yield

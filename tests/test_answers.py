@@ -185,3 +185,27 @@ def test_scores_are_shown_relative_to_the_threshold():
     assert relative_score(0.98, threshold) == pytest.approx(0.51, abs=0.01)  # a borderline one reads borderline
     assert relative_score(0.3, threshold) < 0.01 and relative_score(1.0, threshold) > 0.999
     assert relative_score(0.7, 0.5) == pytest.approx(0.7)  # at a 0.5 threshold the two scales agree
+
+
+def test_the_summary_says_where_every_output_went(tiny_onnx: Path, tmp_path: Path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(natural_image(np.random.default_rng(3), 96, 96)).save(folder / "IMG_0042.png")
+    Image.fromarray(natural_image(np.random.default_rng(4), 96, 96)).save(folder / "evil name;$(x).png")
+    monkeypatch.setenv("GSCAN_REPORT_KEY_FILE", str(tmp_path / "fresh" / "report.key"))
+    args = ("dir", folder, "--model", tiny_onnx, "--report", tmp_path / "r.csv", "--html", tmp_path / "p.html",
+            "--cam-dir", tmp_path / "cams", "--cam-for", "all")
+    said = " ".join(invoke(*args).output.split())
+    assert f"page: {tmp_path / 'p.html'}" in said and f"heatmaps: 2 in {tmp_path / 'cams'}" in said
+    assert "made a new report key" in said  # the key is made once, and said once
+    names = sorted(p.name for p in (tmp_path / "cams").iterdir())
+    assert len(names) == 2 and names[0].startswith("IMG_0042-") and names[1].startswith("evil_name_x_-")
+    assert all(";" not in n and "$" not in n for n in names)
+    said = " ".join(invoke(*args, "--overwrite").output.split())
+    assert "made a new report key" not in said
+
+
+def test_a_mistyped_device_is_answered_in_plain_words():
+    result = invoke("dir", ".", "--device", "gpu", expect=2)
+    said = " ".join(result.output.split())
+    assert "Value error" not in said and "'gpu' is not one of" in said and "(for a GPU, --device cuda)" in said

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH, TINY_CROP, invoke
-from forensics.heatmap import MAX_DISPLAY_SIDE, heatmap_canvas, legend_height
+from forensics.engines.local import heatmap_name
+from forensics.heatmap import (MAX_DISPLAY_SIDE, MIN_TILE_SIDE, display_scale, display_side, heatmap_canvas,
+                               legend_height)
 from forensics.images import decode_file
 from forensics.runtime import Detector
 from forensics.tiling import extract_tiles
@@ -121,14 +124,16 @@ def test_one_png_per_selected_image_named_by_hash(quadrant_model, tmp_path: Path
     assert len(pngs) == 4 and not list(tmp_path.glob("escape*"))
     for row in rows:
         path = Path(row["cam_path"])
-        assert path.parent == cams and path.name == f"{row['sha256']}.png"
+        assert path.parent == cams and path.name == heatmap_name(Path(row["path"]), row["sha256"])
+        assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{12}\.png", path.name) and not path.name.startswith(".")
         w, h = sizes[row["path"]]
         shown_w, shown_h = Image.open(path).size
         shown_h -= legend_height(shown_w, row["cam_max"], row["cam_class"], row["coverage"])  # the scale below
         if max(w, h) <= MAX_DISPLAY_SIDE:
             assert (shown_w, shown_h) == (max(w, 160), h)
-        else:
-            assert max(shown_w, shown_h) == MAX_DISPLAY_SIDE and "scaled" in row["notes"]
+        else:  # scaled down, but never so far that a tile is smaller than MIN_TILE_SIDE px
+            assert max(shown_w, shown_h) == display_side(h, w, TINY_CROP) and "scaled" in row["notes"]
+            assert round(TINY_CROP * display_scale(h, w, TINY_CROP)) >= MIN_TILE_SIDE
         assert row["cam_max"] >= 0 and row["cam_class"] in ("real", "fake")
         assert row["cam_class"] == row["label"]
 

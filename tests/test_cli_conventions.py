@@ -161,3 +161,23 @@ def test_ctrl_c_says_what_was_written_and_how_to_continue(folder: Path, tiny_onn
     assert "interrupted after" in result.stderr and "--resume" in result.stderr
     kept = report.read_text().splitlines()[1:]
     assert 1 <= len(kept) < 6  # the valid prefix stays
+
+
+def test_models_json_is_shareable_and_full_on_request():
+    def absolute_strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in absolute_strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in absolute_strings(v)]
+        return [value] if isinstance(value, str) and value.startswith("/") else []
+
+    short = json.loads(invoke("models", "--json").stdout)
+    full = json.loads(invoke("models", "--json", "--full").stdout)
+    assert [r["name"] for r in short] == [r["name"] for r in full]
+    for record in short:
+        assert absolute_strings(record["card"]) == []  # no path of the machine the model was trained on
+    shipped = {r["name"]: r for r in full}["gscan-attribution-effnetlite0"]["card"]
+    brief = {r["name"]: r for r in short}["gscan-attribution-effnetlite0"]["card"]
+    assert isinstance(shipped["open_set"]["centroids"], list)
+    assert brief["open_set"]["centroids"].startswith(f"<{len(shipped['open_set']['centroids'])} x ")
+    assert len(json.dumps(short)) < len(json.dumps(full)) * 0.6

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..heatmap import MAX_DISPLAY_SIDE, write_heatmap_png
+from ..heatmap import display_side, write_heatmap_png
 from ..choices import CamFor, Decode
 from ..decode_pool import ProcessDecoder, TileSpec
 from ..errors import ModelError
@@ -144,8 +145,16 @@ class Attribution:
                            "choice, not evidence")])))
 
 
+def heatmap_name(image: Path, sha256: str) -> str:
+    """`<image stem>-<sha256 prefix>.png`: a person finds the heatmap of `IMG_0042.jpg` as `IMG_0042-1a2b3c4d5e6f.png`.
+    The stem keeps only letters, digits, `.`, `_` and `-` (at most 60), so no file name can steer where it goes;
+    the hash keeps same-named images in different folders apart."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(image).stem)[:60].lstrip(".") or "image"
+    return f"{stem}-{sha256[:12]}.png"
+
+
 class HeatmapWriter:
-    """Chooses which rows get a heatmap and writes each PNG, named by the file's sha256, on the worker pool."""
+    """Chooses which rows get a heatmap and writes each PNG, named after the image and its sha256, on the pool."""
 
     def __init__(self, folder: Path | None, cam_for: CamFor, crop: int, submit: Callable):
         self.dir, self.cam_for, self.crop, self.submit = folder, cam_for, crop, submit
@@ -157,12 +166,12 @@ class HeatmapWriter:
                                                                          and row["label"] == "fake"))
 
     def start(self, row: dict, item: Prepared, tile_cams: np.ndarray, cls: int, classes: list[str]) -> Future:
-        # The name comes from the content hash, never from the input path, so no file name can steer it.
-        path = Path(self.dir) / f"{row['sha256']}.png"
+        path = Path(self.dir) / heatmap_name(item.decoded.path, row["sha256"])
         row.update(cam_class=classes[cls], cam_path=str(path), cam_max=float(np.maximum(tile_cams, 0).max()))
         decoded = item.decoded
-        if max(decoded.width, decoded.height) > MAX_DISPLAY_SIDE:
-            row["notes"] = "; ".join(filter(None, [row["notes"], f"heatmap scaled to {MAX_DISPLAY_SIDE} px for display"]))
+        side = display_side(decoded.height, decoded.width, self.crop)
+        if side < max(decoded.width, decoded.height):
+            row["notes"] = "; ".join(filter(None, [row["notes"], f"heatmap scaled to {side} px for display"]))
         return self.submit(write_heatmap_png, decoded.pixels, tile_cams, item.origins, self.crop,
                            decoded.orientation, path, classes[cls])
 

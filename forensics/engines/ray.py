@@ -130,6 +130,9 @@ class RayEngine:
         ray = require_ray()
         started_here = not ray.is_initialized()
         if started_here:
+            # Ray's C++ core logs to stderr (a raw `core_worker.cc` line at shutdown): only fatal ones, unless
+            # the user asked for more
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      **({} if self.address else {"num_cpus": os.cpu_count(), "object_store_memory": 200 * 1024 ** 2}))
         try:
