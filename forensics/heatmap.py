@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,13 @@ def heatmap_canvas(tile_cams: np.ndarray, origins: list[tuple[int, int]], crop: 
         patch = up[: max(0, h - y0), : max(0, w - x0)]
         canvas[y0:y0 + patch.shape[0], x0:x0 + patch.shape[1]] = patch
     return canvas
+
+def heatmap_name(image: Path, sha256: str) -> str:
+    """`<image stem>-<sha256 prefix>.png`: a person finds the heatmap of `IMG_0042.jpg` as `IMG_0042-1a2b3c4d5e6f.png`.
+    The stem keeps only letters, digits, `.`, `_` and `-` (at most 60), so no file name can steer where it goes;
+    the hash keeps same-named images in different folders apart."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(image).stem)[:60].lstrip(".") or "image"
+    return f"{stem}-{sha256[:12]}.png"
 
 
 def display_scale(height: int, width: int, crop: int = 0) -> float:
@@ -200,7 +208,7 @@ def write_heatmap_png(pixels: np.ndarray, tile_cams: np.ndarray, origins: list[t
     shown = outline_tiles(mark_unexamined(overlay_image(image, heat, cam_max), image, mask), origins, crop, scale)
     blended = with_legend(orient(shown, orientation), cam_max, cam_class, coverage(origins, crop, height, width))
     # a fresh, unpredictably named file (O_EXCL), written through its descriptor and renamed into place: the
-    # PNG's name is predictable (the sha256 of an upload), so nothing is ever opened by that name for writing
+    # PNG's name is predictable (an upload's name and sha256), so nothing is ever opened by that name for writing
     fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:

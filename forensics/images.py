@@ -132,7 +132,9 @@ def find_images(root: Path, skip: tuple[Path, ...] = ()) -> Iterator[Path]:
     if root.is_file() or (root.is_symlink() and not root.is_dir()) or (root.exists() and not root.is_dir()):
         yield root
         return
-    skipped = {os.path.realpath(p) for p in skip}
+    # skipped folders by identity (device, inode), looked up again for each folder listed (an output folder may be
+    # made once the scan has started): a few stats per folder, where realpath walked every component of every path
+    # (quadratic in the depth of a deep tree)
     stack = [root]
     while stack:
         base = stack.pop()
@@ -143,13 +145,38 @@ def find_images(root: Path, skip: tuple[Path, ...] = ()) -> Iterator[Path]:
             yield Path(exc.filename) if exc.filename else base  # a folder that cannot be listed: a row
             continue
         folders, names = [], []
+        skipped = {_identity(p) for p in skip} - {None}
         for entry in entries:
-            if _is_folder(entry) and not _is_link(base / entry.name):
-                folders.append(base / entry.name)
+            if _is_folder(entry) and not _entry_is_link(entry):
+                if not skipped or _entry_identity(entry) not in skipped:
+                    folders.append(base / entry.name)
             else:
                 names.append(entry.name)
         yield from _candidates(base, names)
-        stack.extend(reversed([d for d in folders if os.path.realpath(d) not in skipped]))
+        stack.extend(reversed(folders))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _entry_identity(entry: os.DirEntry) -> tuple[int, int] | None:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _entry_is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def _is_folder(entry: os.DirEntry) -> bool:

@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from .heatmap import heatmap_name
 from .integrity import digest_holds
 from .options import ScanOptions
 from .provenance import GENERATIVE
@@ -109,7 +110,7 @@ class Resume:
             return f"invalid cells: {problem}"
         if self._file_changed(row, path):
             return "the file changed"
-        if not self._heatmap_present(row):
+        if not self._heatmap_present(row, path):
             return "its heatmap is missing"
         return None
 
@@ -123,7 +124,7 @@ class Resume:
         except OSError:
             return True
 
-    def _heatmap_present(self, row: dict) -> bool:
+    def _heatmap_present(self, row: dict, path: Path) -> bool:
         """A row that needs a heatmap (this scan writes heatmaps for it) has one, in this scan's folder."""
         options = self.options
         wants = options.wants_cams() and row.get("status") == "ok" and (
@@ -131,7 +132,7 @@ class Resume:
         if not wants:
             return True
         cam = row.get("cam_path")
-        if not isinstance(cam, str) or Path(cam).name != f"{row.get('sha256')}.png":
+        if not isinstance(cam, str) or Path(cam).name != heatmap_name(path, str(row.get("sha256"))):
             return False
         return os.path.realpath(Path(cam).parent) == os.path.realpath(options.cam_dir) and os.path.isfile(cam)
 

@@ -12,9 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH, TINY_CROP, invoke
-from forensics.engines.local import heatmap_name
 from forensics.heatmap import (MAX_DISPLAY_SIDE, MIN_TILE_SIDE, display_scale, display_side, heatmap_canvas,
-                               legend_height)
+                               heatmap_name, legend_height)
 from forensics.images import decode_file
 from forensics.runtime import Detector
 from forensics.tiling import extract_tiles

@@ -78,12 +78,13 @@ def test_fail_on_fake_exit_codes(tiny_onnx, tmp_path: Path):
 
 
 def test_scan_side_install_holds_no_training_packages():
-    """`pip install gscan` installs what a scan imports; the training stack is the train extra."""
+    """`pip install .` installs what a scan imports; the training stack is the train extra."""
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = lambda reqs: {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in reqs}  # noqa: E731
     base, train = names(project["dependencies"]), names(project["optional-dependencies"]["train"])
-    assert base == {"typer", "rich", "pillow", "numpy", "onnxruntime-gpu", "platformdirs", "c2pa-python"}
+    assert base == {"typer", "rich", "pillow", "numpy", "onnxruntime-gpu", "platformdirs", "c2pa-python",
+                    "cryptography"}
     assert {"torch", "timm", "safetensors", "onnx", "grad-cam", "scikit-learn", "matplotlib"} <= train
 
 

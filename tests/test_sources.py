@@ -18,7 +18,7 @@ from forensics.training import data as D
 from forensics.training.evaluate import calibration, choose_threshold, load_predictor, score_samples
 from forensics.synthetic import add_trace, natural_image, save
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
 from results_doc import write_section  # noqa: E402
 
 

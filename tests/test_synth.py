@@ -85,7 +85,7 @@ def test_upsampling_traces_differ_by_family():
     x = torch.randn(1, 8, 16, 16)
     nearest = torch.nn.Upsample(scale_factor=2, mode="nearest")(x)
     assert torch.equal(nearest[..., ::2, ::2], nearest[..., 1::2, 1::2])
-    from forensics.training.synth import _fir_up
+    from forensics.training.decoders import _fir_up
     up = _fir_up(x)
     assert up.shape == (1, 8, 32, 32)
     flat = _fir_up(torch.full((1, 2, 8, 8), 0.7))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..heatmap import display_side, write_heatmap_png
+from ..heatmap import display_side, heatmap_name, write_heatmap_png
 from ..choices import CamFor, Decode
 from ..decode_pool import ProcessDecoder, TileSpec
 from ..errors import ModelError
@@ -143,14 +142,6 @@ class Attribution:
                            f"at most {similarity[nearest]:.2f} similar to a known generator's, {name}'s, under the "
                            f"card's {self.min_similarity:.2f}); the softmax's top pick {top_pick} is a forced "
                            "choice, not evidence")])))
-
-
-def heatmap_name(image: Path, sha256: str) -> str:
-    """`<image stem>-<sha256 prefix>.png`: a person finds the heatmap of `IMG_0042.jpg` as `IMG_0042-1a2b3c4d5e6f.png`.
-    The stem keeps only letters, digits, `.`, `_` and `-` (at most 60), so no file name can steer where it goes;
-    the hash keeps same-named images in different folders apart."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(image).stem)[:60].lstrip(".") or "image"
-    return f"{stem}-{sha256[:12]}.png"
 
 
 class HeatmapWriter:
