@@ -389,3 +389,25 @@ def test_a_comfyui_checkpoint_name_with_escaped_quotes_is_whole():
 
     claims = text_claims(list(comfy_chunks('my "best" model.safetensors').items()))
     assert any('checkpoint my "best" model.safetensors' in c.detail for c in claims), claims
+
+
+def test_verify_streams_a_large_report_in_bounded_memory(tmp_path: Path):
+    from forensics.report import ReportWriter
+    from forensics.rows import COLUMNS
+
+    template = dict.fromkeys(COLUMNS)
+    template.update(status="ok", sha256="ab" * 32, label="real", score=0.25, threshold=0.5, tiles=4, coverage=1.0,
+                    model="m", model_sha256="cd" * 32, notes="n" * 200)
+    peaks = {}
+    for rows in (2_000, 40_000):
+        report = tmp_path / f"r{rows}.jsonl"
+        with ReportWriter(report, key=b"k" * 32) as writer:
+            for start in range(0, rows, 1000):
+                writer.write([{**template, "path": f"/img/{i:08d}.png"} for i in range(start, start + 1000)])
+        code = ("import os\nos.environ['GSCAN_REPORT_KEY'] = 'k' * 32\n"
+                "from forensics.verify import verify_report\nfrom forensics.integrity import report_key\n"
+                f"r = verify_report({str(report)!r}, report_key(create=False))\n"
+                f"assert r.intact and r.rows == {rows}, (r.rows, r.problems[:3], r.changed[:3])")
+        peaks[rows] = _peak_kb(code)
+    # 20x the rows (about 30 MB of report more) costs next to nothing in memory: rows are never held together
+    assert peaks[40_000] - peaks[2_000] < 8 * 1024, peaks

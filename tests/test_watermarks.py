@@ -142,3 +142,19 @@ def test_a_recompressed_mark_is_not_claimed_falsely(marked_folder):
     recompressed = np.asarray(Image.open(buf).convert("RGB"))
     agree = int((decode_bits(recompressed, 136) == np.asarray(MARK["StableDiffusionV1"].bits, bool)).sum())
     assert agree < MARK["StableDiffusionV1"].min_matching
+
+
+def test_bits_agree_with_the_reference_at_any_accepted_size():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.integers(256, 900), st.integers(73, 1100), st.integers(0, 2**16))
+    def check(height, width, seed):
+        if height * width < MIN_PIXELS:
+            width = -(-MIN_PIXELS // height)
+        image = embed(photo_like(height, width, seed), WATERMARKS[seed % len(WATERMARKS)])
+        n_bits = len(WATERMARKS[seed % len(WATERMARKS)].bits)
+        np.testing.assert_array_equal(decode_bits(image, n_bits), reference_bits(image, n_bits))
+
+    check()
