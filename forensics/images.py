@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
+from .condition import Condition, jpeg_quality, reached_as
 from .png import png_damage, text_load, without_text
 from .prechecks import icon_decoded_bytes, icon_problem
 from .text import visible
@@ -57,6 +58,7 @@ BYTES_PER_PIXEL_CAP = 4  # decoded bytes allowed per --max-pixels pixel: 16-bit 
 _BIG_DECODE = 256 * 1024 * 1024  # images that decode to more than this are decoded one at a time
 _big_decodes = threading.BoundedSemaphore(1)
 EXIF_ORIENTATION = 0x0112
+EXIF_MAKE, EXIF_MODEL = 0x010F, 0x0110
 # non-blocking, so that opening a FIFO returns at once (fstat then refuses it); binary on Windows, which has no FIFOs
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 _STRIPE_PIXELS = 4_000_000
@@ -223,6 +225,7 @@ class DecodedImage:
     error: str = ""
     notes: list[str] = field(default_factory=list)
     provenance: Provenance | None = None  # what the file's metadata says made it; None: not read
+    condition: Condition | None = None  # in which condition it reached the scanner (forensics/condition.py)
 
     @property
     def ok(self) -> bool:
@@ -305,6 +308,18 @@ def _within_metadata_cap(data: bytes, notes: list[str]) -> bytes:
     return without_text(data)
 
 
+def _condition(img: Image.Image, out: DecodedImage, data: bytes) -> Condition:
+    """What the file shows of how it reached the scanner: format, last JPEG quality, camera EXIF, size."""
+    quality = jpeg_quality(getattr(img, "quantization", None)) if out.format == "JPEG" else None
+    try:
+        exif = img.getexif()
+        camera = bool(exif.get(EXIF_MAKE) or exif.get(EXIF_MODEL))
+    except Exception:  # unreadable EXIF was noted by _orientation; it shows no camera
+        camera = False
+    lossy = (b"VP8L" not in data[12:4096]) if out.format == "WEBP" else None
+    return reached_as(out.format, out.width, out.height, quality, camera, lossy)
+
+
 def _orientation(img: Image.Image, notes: list[str]) -> int:
     """EXIF Orientation, 1 when absent; a malformed EXIF block or an Orientation that is not a number 1-8 (text,
     a list) is dropped with a note: metadata never keeps the pixels from being scored."""
@@ -365,6 +380,7 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                 return out
             # after the size checks: Pillow's PNG getexif() decodes the whole image to look past IDAT
             out.orientation = _orientation(img, out.notes)
+            out.condition = _condition(img, out, data)
             if provenance is not None:
                 _read_provenance(out, data, img, provenance)
             if out.frames > 1:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 COLUMNS = [
     "path", "status", "error", "sha256", "file_size", "file_mtime", "width", "height", "format",
-    "label", "score", "threshold", "tiles", "coverage", "provenance", "provenance_detail", "generator", "generator_score",
+    "label", "score", "threshold", "tiles", "coverage", "condition", "provenance", "provenance_detail", "generator",
+    "generator_score",
     "generator_top3", "notes",
     "cam_class", "cam_path", "cam_max",
     "model", "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings", "gscan_version",
@@ -31,6 +32,31 @@ FLOAT_COLUMNS = ("score", "threshold", "coverage", "generator_score", "cam_max")
 # keys a row may carry for the triage page only (embedded thumbnails), never written to a report
 PAGE_KEYS = ("thumb", "large")
 RowSink = Callable[[list[dict]], None]
+COULD_NOT_TELL_BELOW = 0.5  # a "real" in a condition where the card caught fewer unseen fakes than this is weak
+
+
+def condition_cell(decoded: DecodedImage, card) -> str | None:
+    """The row's `condition`: how the file reached the scanner, with the card's measured figures for that
+    condition on generators and real sources it never saw (card.metrics["conditions"]), where it has them."""
+    if decoded.condition is None:
+        return None
+    figures = (card.metrics.get("conditions") or {}).get(decoded.condition.kind)
+    if not isinstance(figures, dict) or not {"unseen_caught", "worst_real_fpr"} <= set(figures):
+        return decoded.condition.text
+    return (f"{decoded.condition.text}; card: {figures['unseen_caught']:.0%} of unseen generators' images caught, "
+            f"up to {figures['worst_real_fpr']:.0%} of a real source called fake")
+
+
+def could_not_tell(decoded: DecodedImage, card) -> str | None:
+    """The note of a "real" made in a condition where the card's detector caught few unseen fakes."""
+    figures = (card.metrics.get("conditions") or {}).get(decoded.condition.kind) if decoded.condition else None
+    caught = figures.get("unseen_caught") if isinstance(figures, dict) else None
+    if not isinstance(caught, (int, float)) or caught >= COULD_NOT_TELL_BELOW:
+        return None
+    return (f"could not tell: {decoded.condition.kind}, this model caught {caught:.0%} of the images of generators "
+            "it never saw (its card's conditions), so 'real' is weak evidence here")
+
+
 CAPTURED_BUT_FAKE_NOTE = ("the model calls it fake although its metadata says captured: metadata never clears an "
                           "image (camera EXIF can be copied onto a fake); weigh the model's figures for this source")
 PROVENANCE_LABEL_NOTE = "label fake from provenance: the file's metadata or an invisible watermark declares generation"
@@ -156,6 +182,7 @@ class RowBuilder:
                 "file_mtime": mtime_text(decoded.mtime) if decoded.mtime else None, "width": decoded.width or None,
                 "height": decoded.height or None, "format": decoded.format or None,
                 "notes": "; ".join(decoded.notes) or None, "label": None,
+                "condition": condition_cell(decoded, self.detector.card),
                 "score": None, "tiles": None, **_provenance_cells(decoded.provenance),
                 "cam_class": None, "cam_path": None, "cam_max": None,
                 **self.common, "scanned_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -185,6 +212,8 @@ class RowBuilder:
                 row.update(label="fake", notes="; ".join(filter(None, [row["notes"], PROVENANCE_LABEL_NOTE])))
             elif row["label"] == "fake" and row["provenance"] == CAPTURED:
                 row["notes"] = "; ".join(filter(None, [row["notes"], CAPTURED_BUT_FAKE_NOTE]))
+            if row["label"] == "real":
+                row["notes"] = "; ".join(filter(None, [row["notes"], could_not_tell(decoded, card)])) or None
         else:
             top = int(probs.argmax())
             row.update(score=float(probs[top]), label=card.classes[top])

@@ -20,6 +20,7 @@ from ..errors import GscanError
 from ..extras import require_extra
 from ..images import DecodedImage, decode_file
 from ..options import ScanOptions
+from ..condition import Condition
 from ..provenance import Provenance
 from ..rows import RowBuilder, RowSink, ScanSummary
 from ..scoring import score_images
@@ -43,7 +44,7 @@ def decode_batch(batch: dict, preprocessing: Preprocessing, max_pixels: int, rea
     """Paths -> facts plus uint8 patches padded to a fixed (max_tiles, crop, crop, 3)."""
     max_tiles, _, crop, _ = preprocessing.slot_shape
     n = len(batch["path"])
-    out = {"path": list(batch["path"]), "notes": [], "provenance": [], "n_tiles": np.zeros(n, np.int32),
+    out = {"path": list(batch["path"]), "notes": [], "provenance": [], "condition": [], "n_tiles": np.zeros(n, np.int32),
            "tile_pixels": np.zeros((n, max_tiles), np.int64),  # image pixels inside each tile: the row's coverage
            "tiles": np.zeros((n, max_tiles, crop, crop, 3), np.uint8), **{k: [] for k in FACT_FIELDS}}
     for i, raw in enumerate(batch["path"]):
@@ -57,6 +58,7 @@ def decode_batch(batch: dict, preprocessing: Preprocessing, max_pixels: int, rea
         out["notes"].append("\n".join(decoded.notes))
         read = decoded.provenance is not None
         out["provenance"].append([decoded.provenance.kind, decoded.provenance.detail] if read else [])
+        out["condition"].append([decoded.condition.kind, decoded.condition.detail] if decoded.condition else [])
         if decoded.ok:
             patches, origins = preprocessing.patches(decoded.pixels)
             out["n_tiles"][i] = len(patches)
@@ -91,6 +93,7 @@ class ScanActor:
             decoded = DecodedImage(path=Path(os.fsdecode(batch["path"][i])),
                                    notes=[x for x in str(batch["notes"][i]).split("\n") if x],
                                    provenance=_provenance(batch["provenance"][i]),
+                                   condition=_condition(batch["condition"][i]),
                                    **{k: _plain(batch[k][i]) for k in FACT_FIELDS})
             if i in results:
                 row, cls = self.builder.scored(decoded, results[i].logits, results[i].rescored)
@@ -107,6 +110,11 @@ def _provenance(cells) -> Provenance | None:
     """The decode task's [kind, detail] back as a Provenance (empty: metadata was not read)."""
     cells = list(cells) if cells is not None else []
     return Provenance(str(cells[0]), str(cells[1])) if len(cells) == 2 else None
+
+
+def _condition(cells) -> Condition | None:
+    cells = list(cells) if cells is not None else []
+    return Condition(str(cells[0]), str(cells[1])) if len(cells) == 2 else None
 
 
 def _plain(value):
