@@ -125,8 +125,8 @@ GSCAN_WITHOUT_WATERMARKS = [sys.executable, "-c", "import sys, forensics.provena
 
 def run_gscan(folder: Path, model: str, report: Path, extra: list[str] = (), launcher: list[str] = GSCAN,
               ) -> tuple[float, float]:
-    cmd = [*launcher, "dir", str(folder), "--model", model, "--report", str(report), "--overwrite", "-q", "--device", DEVICE,
-           *extra]
+    cmd = [*launcher, "dir", str(folder), "--model", model, "--report", str(report), "--overwrite", "-q",
+           "--device", DEVICE, *extra]
     return peak_rss_of(cmd)
 
 

@@ -141,8 +141,8 @@ def family_rows(data: dict, reals_all: list[str], fakes_all: list[str], shipped_
                 pos_new, pos_old = scores(data, m, condition, head, None), scores(data, m, condition, None, None)
                 row.setdefault(m, {})[condition] = {
                     "auc": auc(pos_new, neg_new), "caught": float((pos_new >= threshold).mean()),
-                    "shipped_auc": auc(pos_old, neg_old), "shipped_caught": float((pos_old >= shipped_threshold).mean()),
-                    "n": int(len(pos_new))}
+                    "shipped_auc": auc(pos_old, neg_old),
+                    "shipped_caught": float((pos_old >= shipped_threshold).mean()), "n": int(len(pos_new))}
         rows[family] = row
     return rows
 
@@ -215,7 +215,8 @@ def main() -> None:
               "shipped": shipped_table(data, reals, shipped)}
     mix = mixture(data, reals, fakes, shipped)
     if a.export_head:
-        np.savez(a.export_head, weight=mix["head"][0], bias=mix["head"][1], threshold_log_odds=mix["threshold_log_odds"])
+        np.savez(a.export_head, weight=mix["head"][0], bias=mix["head"][1],
+                 threshold_log_odds=mix["threshold_log_odds"])
     result["mixture"] = {k: v for k, v in mix.items() if k != "head"}
     result["trained_on"] = {n: data[n]["license"] for n in reals + fakes if n not in EVAL_ONLY}
     summarise(result)

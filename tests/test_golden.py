@@ -14,7 +14,8 @@ from conftest import invoke
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "samples.jsonl"
 STABLE = ["path", "status", "error", "sha256", "file_size", "width", "height", "format", "label", "score",
-          "threshold", "tiles", "coverage", "condition", "provenance", "provenance_detail", "generator", "generator_score", "notes", "model",
+          "threshold", "tiles", "coverage", "condition", "provenance", "provenance_detail", "generator",
+          "generator_score", "notes", "model",
           "model_sha256", "attribution_model", "attribution_model_sha256", "scan_settings"]  # not times or the version
 
 

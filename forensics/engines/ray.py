@@ -44,7 +44,8 @@ def decode_batch(batch: dict, preprocessing: Preprocessing, max_pixels: int, rea
     """Paths -> facts plus uint8 patches padded to a fixed (max_tiles, crop, crop, 3)."""
     max_tiles, _, crop, _ = preprocessing.slot_shape
     n = len(batch["path"])
-    out = {"path": list(batch["path"]), "notes": [], "provenance": [], "condition": [], "n_tiles": np.zeros(n, np.int32),
+    out = {"path": list(batch["path"]), "notes": [], "provenance": [], "condition": [],
+           "n_tiles": np.zeros(n, np.int32),
            "tile_pixels": np.zeros((n, max_tiles), np.int64),  # image pixels inside each tile: the row's coverage
            "tiles": np.zeros((n, max_tiles, crop, crop, 3), np.uint8), **{k: [] for k in FACT_FIELDS}}
     for i, raw in enumerate(batch["path"]):
