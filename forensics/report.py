@@ -176,11 +176,11 @@ class ReportWriter:
         if self._fh.closed:
             return
         if not complete:  # the scan failed, perhaps on a full disk: keep what reached it, raise nothing new
-            try:
-                self._fh.close()
-                self.seal and self.seal.finish(complete=False)
-            except OSError:
-                pass
+            for step in (self._fh.close, lambda: self.seal and self.seal.finish(complete=False)):
+                try:
+                    step()
+                except OSError:
+                    pass
             return
         if self.format == "json":
             self._fh.write("\n]\n" if self.count else "]\n")

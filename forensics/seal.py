@@ -128,10 +128,13 @@ class SealWriter:
         self._lines.write(digest.hex()[:SHORT] + "\n")
 
     def finish(self, complete: bool = True) -> None:
-        self._lines.close()
-        if not complete:
-            self._partial.unlink(missing_ok=True)
+        if not complete:  # an unfinished report has no seal, and leaves no spool behind
+            try:
+                self._lines.close()
+            finally:
+                self._partial.unlink(missing_ok=True)
             return
+        self._lines.close()
         header = {"gscan_seal": SEAL_VERSION, "report": self.report.name, "format": self.format,
                   "columns": self.columns, "rows": self.count, "chain": self.chain.hex(),
                   "public_key_sha256": self.signer.fingerprint if self.signer else None}

@@ -153,7 +153,12 @@ def scan_to_report(root: Path, models: list[str] | None = None, report: Path | N
                 page.discard()
             raise
         if writer:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as exc:  # a full disk at the very end: the report's rows are there, its seal may not be
+                kept, where = writer.readable_rows()
+                raise GscanError(f"cannot finish the report {writer.path} or its seal: {exc.strerror or exc}; the "
+                                 f"{kept} rows written stay in {where}") from None
     summary.provenance_read = options.provenance is not None
     summary.signed = key is not None
     summary.signer = signer.fingerprint if signer else ""

@@ -360,6 +360,7 @@ def test_json_rows_on_a_full_disk_are_counted_where_they_are(tiny_onnx: Path, tm
     partial = tmp_path / "r.json.partial"
     kept = len(read_rows(report))  # read_rows falls back to NAME.partial for an unfinished JSON report
     assert 0 < kept < 40 and f"the {kept} rows that reached it stay in {partial}" in " ".join(out.stderr.split())
+    assert not [p.name for p in tmp_path.iterdir() if ".seal" in p.name]  # an unfinished report: no seal, no spool
 
 
 def test_an_apng_declaring_billions_of_frames_is_not_believed():
