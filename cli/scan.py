@@ -120,19 +120,20 @@ def dir_command(
         if report is None and html is None and shown:
             print_rows(out, shown, result.summary.files)
         print_summary(console, result)
-    if result.summary.heatmap_failures:  # outputs that were asked for and not written: never a quiet exit 0
-        s = result.summary
-        err.print(escape(visible(f"gscan: exit 2: {s.heatmap_failures} of the heatmaps asked for could not be "
-                                 f"written ({s.heatmap_failure}); their rows say so in notes")), soft_wrap=True,
-                  highlight=False)
-        raise typer.Exit(EXIT_USAGE)
-    failed = _failures(result.summary, fail_on_fake, fail_on_error, allow_unscored)
+    s = result.summary
+    failed = _failures(s, fail_on_fake, fail_on_error, allow_unscored)
     if failed:
-        s = result.summary
         # even with -q, a failed CI job's log says why (stderr, one line)
         where = f"; rows in {result.report}" if result.report and not to_stdout else ""
-        err.print(escape(visible(f"gscan: exit {EXIT_FLAGGED}: of {s.files} files, {' and '.join(failed)}{where}")),
+        code = EXIT_USAGE if s.heatmap_failures else EXIT_FLAGGED
+        err.print(escape(visible(f"gscan: exit {code}: of {s.files} files, {' and '.join(failed)}{where}")),
                   soft_wrap=True, highlight=False)
+    if s.heatmap_failures:  # outputs that were asked for and not written: never a quiet exit 0, nor taken for 1
+        err.print(escape(visible(f"gscan: exit {EXIT_USAGE}: {s.heatmap_failures} of the heatmaps asked for could "
+                                 f"not be written ({s.heatmap_failure}); their rows say so in notes")), soft_wrap=True,
+                  highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    if failed:
         raise typer.Exit(EXIT_FLAGGED)
 
 
