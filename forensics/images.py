@@ -308,31 +308,29 @@ def _within_metadata_cap(data: bytes, notes: list[str]) -> bytes:
     return without_text(data)
 
 
-def _condition(img: Image.Image, out: DecodedImage, data: bytes) -> Condition:
+def _condition(img: Image.Image, out: DecodedImage, data: bytes, camera: bool) -> Condition:
     """What the file shows of how it reached the scanner: format, last JPEG quality, camera EXIF, size."""
     quality = jpeg_quality(getattr(img, "quantization", None)) if out.format == "JPEG" else None
-    try:
-        exif = img.getexif()
-        camera = bool(exif.get(EXIF_MAKE) or exif.get(EXIF_MODEL))
-    except Exception:  # unreadable EXIF was noted by _orientation; it shows no camera
-        camera = False
     lossy = (b"VP8L" not in data[12:4096]) if out.format == "WEBP" else None
     return reached_as(out.format, out.width, out.height, quality, camera, lossy)
 
 
-def _orientation(img: Image.Image, notes: list[str]) -> int:
-    """EXIF Orientation, 1 when absent; a malformed EXIF block or an Orientation that is not a number 1-8 (text,
-    a list) is dropped with a note: metadata never keeps the pixels from being scored."""
+def _exif_facts(img: Image.Image, notes: list[str]) -> tuple[int, bool]:
+    """(EXIF Orientation, whether a camera make or model is named), read once. Orientation is 1 when absent; a
+    malformed EXIF block or an Orientation that is not a number 1-8 (text, a list) is dropped with a note:
+    metadata never keeps the pixels from being scored."""
     try:
-        value = img.getexif().get(EXIF_ORIENTATION, 1)
+        exif = img.getexif()
+        value = exif.get(EXIF_ORIENTATION, 1)
+        camera = bool(exif.get(EXIF_MAKE) or exif.get(EXIF_MODEL))
     except Exception as exc:  # Pillow's EXIF parser on hostile bytes raises anything
         notes.append(f"EXIF unreadable ({type(exc).__name__}): dropped, pixels scored")
-        return 1
+        return 1, False
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8:
-        return value
+        return value, camera
     if value not in (None, 0, 1):
         notes.append(f"EXIF Orientation {visible(repr(value)[:40])} is not 1-8: dropped, scored as stored")
-    return 1
+    return 1, camera
 
 
 def _read_watermarks(out: DecodedImage) -> None:
@@ -379,8 +377,8 @@ def decode_bytes(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
                              f"{BYTES_PER_PIXEL_CAP} bytes for each of --max-pixels {max_pixels:,}")
                 return out
             # after the size checks: Pillow's PNG getexif() decodes the whole image to look past IDAT
-            out.orientation = _orientation(img, out.notes)
-            out.condition = _condition(img, out, data)
+            out.orientation, camera = _exif_facts(img, out.notes)
+            out.condition = _condition(img, out, data, camera)
             if provenance is not None:
                 _read_provenance(out, data, img, provenance)
             if out.frames > 1:

@@ -35,13 +35,24 @@ RowSink = Callable[[list[dict]], None]
 COULD_NOT_TELL_BELOW = 0.5  # a "real" in a condition where the card caught fewer unseen fakes than this is weak
 
 
+def _condition_figures(decoded: DecodedImage, card) -> dict | None:
+    """The card's measured figures for the row's condition (fractions 0-1), or None where it has none."""
+    conditions = card.metrics.get("conditions") if isinstance(card.metrics, dict) else None
+    figures = conditions.get(decoded.condition.kind) if isinstance(conditions, dict) and decoded.condition else None
+    if not isinstance(figures, dict):
+        return None
+    values = [figures.get(k) for k in ("unseen_caught", "worst_real_fpr")]
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values)
+    return figures if ok else None
+
+
 def condition_cell(decoded: DecodedImage, card) -> str | None:
     """The row's `condition`: how the file reached the scanner, with the card's measured figures for that
     condition on generators and real sources it never saw (card.metrics["conditions"]), where it has them."""
     if decoded.condition is None:
         return None
-    figures = (card.metrics.get("conditions") or {}).get(decoded.condition.kind)
-    if not isinstance(figures, dict) or not {"unseen_caught", "worst_real_fpr"} <= set(figures):
+    figures = _condition_figures(decoded, card)
+    if figures is None:
         return decoded.condition.text
     return (f"{decoded.condition.text}; card: {figures['unseen_caught']:.0%} of unseen generators' images caught, "
             f"up to {figures['worst_real_fpr']:.0%} of a real source called fake")
@@ -49,9 +60,9 @@ def condition_cell(decoded: DecodedImage, card) -> str | None:
 
 def could_not_tell(decoded: DecodedImage, card) -> str | None:
     """The note of a "real" made in a condition where the card's detector caught few unseen fakes."""
-    figures = (card.metrics.get("conditions") or {}).get(decoded.condition.kind) if decoded.condition else None
-    caught = figures.get("unseen_caught") if isinstance(figures, dict) else None
-    if not isinstance(caught, (int, float)) or caught >= COULD_NOT_TELL_BELOW:
+    figures = _condition_figures(decoded, card)
+    caught = figures["unseen_caught"] if figures else None
+    if caught is None or caught >= COULD_NOT_TELL_BELOW:
         return None
     return (f"could not tell: {decoded.condition.kind}, this model caught {caught:.0%} of the images of generators "
             "it never saw (its card's conditions), so 'real' is weak evidence here")
