@@ -30,7 +30,7 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _from_csv(key: str, value: str | None):
+def from_csv_cell(key: str, value: str | None):
     """A CSV cell typed as a fresh row has it: csv_safe's quoting undone (--resume matches paths as written), empty
     cells None, numbers numbers. A cell that does not parse stays text, for the resume checks to refuse."""
     if value is None or value == "":
@@ -96,7 +96,7 @@ def _parse_rows(text: str, fmt: str, whole: bool) -> list:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if text and "path" not in (reader.fieldnames or []):
             raise ValueError("no path column")
-        return [{k: _from_csv(k, v) for k, v in row.items()} for row in reader]
+        return [{k: from_csv_cell(k, v) for k, v in row.items()} for row in reader]
     rows = []
     for line in text.splitlines():
         line = line.strip().rstrip(",")

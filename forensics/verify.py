@@ -18,7 +18,7 @@ from typing import Iterator
 from .errors import GscanError
 from .integrity import DIGEST_COLUMN, digest_holds, sealed_bytes
 from .outputs import report_format
-from .report import _from_csv
+from .report import from_csv_cell
 from .rows import COLUMNS
 from .seal import SealReader, authenticate, read_seal_header
 
@@ -61,7 +61,7 @@ def _csv_rows(path: Path, problems: list[str]) -> Iterator[dict]:
             if len(cells) != len(COLUMNS):
                 problems.append(f"row {reader.line_num - 1} has {len(cells)} cells, not {len(COLUMNS)}")
                 continue
-            yield {k: _from_csv(k, v) for k, v in zip(COLUMNS, cells)}
+            yield {k: from_csv_cell(k, v) for k, v in zip(COLUMNS, cells)}
 
 
 def _json_rows(path: Path, fmt: str, problems: list[str]) -> Iterator[dict]:
